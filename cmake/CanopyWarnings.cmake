@@ -1,0 +1,22 @@
+# Warning and hardening flags shared by every Canopy target (canopy_warnings).
+add_library(canopy_warnings INTERFACE)
+target_compile_options(canopy_warnings INTERFACE
+  -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cast
+  -Wcast-align -Wunused -Woverloaded-virtual -Wnull-dereference
+  -Wdouble-promotion -Wformat=2 -Wimplicit-fallthrough -Wmissing-declarations)
+if(CANOPY_WERROR)
+  target_compile_options(canopy_warnings INTERFACE -Werror)
+endif()
+if(CMAKE_BUILD_TYPE MATCHES "Rel" AND NOT CANOPY_SANITIZE)
+  target_compile_definitions(canopy_warnings INTERFACE _FORTIFY_SOURCE=2)
+endif()
+target_compile_options(canopy_warnings INTERFACE -fstack-protector-strong)
+target_link_options(canopy_warnings INTERFACE -Wl,-z,relro -Wl,-z,now)
+
+if(CANOPY_SANITIZE)
+  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+if(CANOPY_FUZZ AND NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+  message(FATAL_ERROR "CANOPY_FUZZ needs clang: configure with -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang")
+endif()

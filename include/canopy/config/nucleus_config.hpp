@@ -1,0 +1,98 @@
+//! The nucleus configuration: the YAML file parsed once into typed structs.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/common.h>
+
+#include "canopy/core/error.hpp"
+#include "canopy/core/log.hpp"
+
+namespace canopy::config {
+
+/// services.canopy.Nucleus.configuration.logging
+struct LoggingConfig {
+  spdlog::level::level_enum level = spdlog::level::info;
+  log::Format format = log::Format::text;
+  std::uint64_t file_size_kb = 10240;  ///< fileSizeKB: one log file before rotation
+  std::uint32_t max_files = 5;         ///< maxFiles: files kept per log, current included
+  std::filesystem::path output_directory;  ///< outputDirectory: empty means <root>/logs
+};
+
+/// services.canopy.Nucleus.configuration.mqtt (the cloud link)
+struct MqttConfig {
+  std::uint16_t port = 8883;
+  std::string version = "5";  ///< "5" or "3.1.1"
+  std::uint32_t keep_alive_seconds = 60;
+  std::uint32_t connect_timeout_seconds = 10;
+};
+
+enum class WhenFull { reject_new, drop_oldest, drop_qos0_first };
+enum class Durability { full, normal };
+
+/// services.canopy.Nucleus.configuration.spooler (the store-and-forward queue)
+struct SpoolerConfig {
+  std::uint64_t max_size_bytes = 100ull << 20;
+  std::uint64_t max_messages = 1'000'000;
+  WhenFull when_full = WhenFull::reject_new;
+  Durability durability = Durability::full;
+  std::uint64_t ttl_seconds = 0;  ///< 0: messages never expire
+};
+
+/// services.canopy.Nucleus.configuration.runWithDefault
+struct RunWithDefault {
+  std::string posix_user = "ggc_user:ggc_group";
+};
+
+/// Everything canopyd reads from its configuration file, with built-in defaults.
+struct NucleusConfig {
+  // system:
+  std::filesystem::path root_path = "/var/lib/canopy";
+  std::string thing_name;  ///< empty: the host name
+  std::filesystem::path certificate_file_path;
+  std::filesystem::path private_key_path;
+  std::filesystem::path root_ca_path;
+  std::filesystem::path ipc_socket_path;  ///< empty: <root>/ipc.socket
+
+  // services.canopy.Nucleus.configuration:
+  std::string aws_region;
+  std::string iot_data_endpoint;  ///< empty: no cloud link
+  std::chrono::seconds shutdown_timeout{30};
+  LoggingConfig logging;
+  MqttConfig mqtt;
+  SpoolerConfig spooler;
+  RunWithDefault run_with_default;
+
+  /// services other than canopy.Nucleus (component configurations), kept as JSON for
+  /// the configuration store.
+  nlohmann::json other_services = nlohmann::json::object();
+};
+
+/// A parsed configuration and the warnings (unknown keys) found on the way.
+struct Loaded {
+  NucleusConfig config;
+  std::vector<std::string> warnings;
+};
+
+/// Parses configuration text. `file_name` is used in messages only.
+/// Unknown keys become warnings (`config.yaml:7: system.rootPth: unknown key, ignored`).
+/// Errors (errc::config): every wrong type or value, one per line, each as
+/// `config.yaml:12: services.canopy.Nucleus.configuration.logging.level: expected one of
+/// trace, debug, info, warn, error, got "loud"`; YAML syntax errors with line and column.
+result<Loaded> parse(std::string_view text, std::string_view file_name);
+
+/// Reads and parses a file. Errors: errc::not_found / errc::io naming the file, or parse()'s.
+result<Loaded> load_file(const std::filesystem::path& path);
+
+/// Canonical names, for messages and `canopy config`.
+std::string_view to_string(WhenFull v);
+std::string_view to_string(Durability v);
+
+}  // namespace canopy::config
