@@ -1,0 +1,82 @@
+//! The Greengrass IPC operations Canopy serves, and the state they share.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "canopy/ipc/service.hpp"
+
+namespace canopy::config {
+class ConfigStore;
+}
+namespace canopy::pubsub {
+class Router;
+}
+
+namespace canopy::ipc {
+
+class Authorizer;
+
+/// A state a component reported with UpdateState.
+struct ReportedState {
+  std::string state;  ///< RUNNING or ERRORED
+  std::int64_t at_ms = 0;
+};
+
+/// A metric a component recorded with PutComponentMetric.
+struct Metric {
+  std::string name;
+  std::string unit;
+  double value = 0;
+  std::int64_t at_ms = 0;
+};
+
+/// Everything the operation handlers share. Used only on the services strand.
+/// Lifetime: the router, store, tokens and authorizer outlive it.
+struct ServiceContext {
+  pubsub::Router& router;
+  config::ConfigStore& store;
+  TokenRegistry& tokens;
+  Authorizer& authorizer;
+
+  /// Latest UpdateState per component (used by the lifecycle manager later).
+  std::map<std::string, ReportedState> reported_states;
+  /// Latest value per component and metric name.
+  std::map<std::string, std::map<std::string, Metric>> metrics;
+  /// Streams of SubscribeToValidateConfigurationUpdates, per component.
+  std::map<std::string, std::vector<std::weak_ptr<StreamHandle>>> validators;
+  /// Pending validations: deployment id -> callback with (accepted, message).
+  std::map<std::string, std::function<void(bool, std::string)>> pending_validations;
+  /// How long a configuration validation waits for reports.
+  std::chrono::milliseconds validation_timeout{30'000};
+  /// Daemon status for `canopy status` (filled by the nucleus).
+  std::function<nlohmann::json()> status;
+  /// Called when UpdateState arrives (the lifecycle manager hooks in here later).
+  std::function<void(const std::string& component, const std::string& state)> on_state_reported;
+  /// Posts a function to run later on the services strand after a delay (timers).
+  std::function<void(std::chrono::milliseconds, std::function<void()>)> run_after;
+};
+
+/// Registers every operation of this module into `table`. `ctx` must outlive the table.
+void register_operations(OperationTable& table, ServiceContext& ctx);
+
+/// Asks every component subscribed to SubscribeToValidateConfigurationUpdates for `component`
+/// whether `configuration` is acceptable; calls `done(accepted, message)` once, on the
+/// services strand: accepted when nobody is subscribed, every report says ACCEPTED; rejected
+/// on a REJECTED report or when no report arrives within ctx.validation_timeout.
+void validate_configuration(ServiceContext& ctx, const std::string& component, const nlohmann::json& configuration,
+                            const std::string& deployment_id, std::function<void(bool, std::string)> done);
+
+/// Re-reads `services.<component>.configuration.accessControl` from the store into the
+/// authorizer. A malformed policy document removes the component's policies (deny) and
+/// returns the error, so nothing is allowed by a half-understood policy.
+result<void> reload_policies(ServiceContext& ctx, const std::string& component);
+
+}  // namespace canopy::ipc
