@@ -205,6 +205,38 @@ result<Loaded> parse(std::string_view text, std::string_view file_name) {
                            {"ttlSeconds", r.integer(c.spooler.ttl_seconds, 0, kMaxU32, "seconds")},
                        });
                }},
+              {"ipc",
+               [&](const YAML::Node& in, const std::string& ip) {
+                 r.map(in, ip,
+                       {
+                           {"socketGroup", r.string(c.ipc.socket_group)},
+                           {"maxConnections", r.integer(c.ipc.max_connections, 1, 100000)},
+                           {"maxStreamsPerConnection", r.integer(c.ipc.max_streams_per_connection, 1, 100000)},
+                           {"maxFramePayloadBytes",
+                            r.integer(c.ipc.max_frame_payload_bytes, 1024, 16u << 20, "bytes")},
+                           {"maxQueuedBytesPerConnection",
+                            r.integer(c.ipc.max_queued_bytes_per_connection, 64u << 10, 1u << 30, "bytes")},
+                           {"slowReaderPolicy", r.choice(c.ipc.slow_reader_policy,
+                                                         {{"drop-oldest", std::string("drop-oldest")},
+                                                          {"disconnect", std::string("disconnect")}})},
+                           {"handshakeTimeoutSeconds", r.integer(c.ipc.handshake_timeout_seconds, 1, 600, "seconds")},
+                           {"staticIdentities",
+                            [&](const YAML::Node& sn, const std::string& sp) {
+                              if (!sn.IsMap()) {
+                                r.error(sn, sp, "expected a mapping of identity name to token");
+                                return;
+                              }
+                              for (const auto& kv : sn) {
+                                const std::string key = kv.first.Scalar();
+                                if (!kv.second.IsScalar() || kv.second.Scalar().size() < 16) {
+                                  r.error(kv.second, sp + "." + key, "expected a token of at least 16 characters");
+                                  continue;
+                                }
+                                c.ipc.static_identities.emplace_back(key, kv.second.Scalar());
+                              }
+                            }},
+                       });
+               }},
               {"runWithDefault",
                [&](const YAML::Node& wn, const std::string& wp) {
                  r.map(wn, wp, {{"posixUser", [&](const YAML::Node& un, const std::string& up) {

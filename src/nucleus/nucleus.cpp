@@ -17,6 +17,11 @@
 #include <systemd/sd-daemon.h>
 
 #include "canopy/config/nucleus_config.hpp"
+#include "canopy/config/store.hpp"
+#include "canopy/ipc/policy.hpp"
+#include "canopy/ipc/server.hpp"
+#include "canopy/ipc/services.hpp"
+#include "canopy/pubsub/router.hpp"
 #include "canopy/core/log.hpp"
 #include "canopy/core/paths.hpp"
 #include "canopy/core/version.hpp"
@@ -101,6 +106,57 @@ class Daemon {
       : config_(std::move(config)), options_(std::move(options)), layout_(std::move(layout)),
         log_(log::get("nucleus")) {}
 
+  /// Builds every module in order. Errors name what failed; nothing is left running.
+  result<void> build() {
+    // Configuration store (the runtime tree of every component's configuration).
+    auto store = config::ConfigStore::open(layout_.config_dir());
+    if (!store) return make_error(store.error().code, "configuration store: " + store.error().message);
+    store_ = std::move(*store);
+    for (const auto& w : store_->open_warnings()) log_->warn("configuration store: {}", w);
+    // The file's services.<name> sections seed the tree at timestamp 1, so anything set at
+    // run time (IPC, deployments) wins over them, as Greengrass does with its initial config.
+    for (const auto& [name, section] : config_.other_services.items()) {
+      if (!section.is_object()) continue;
+      if (auto r = store_->merge({"services", name}, section, 1); !r)
+        return make_error(errc::config, fmt::format("services.{}: {}", name, r.error().message));
+    }
+
+    // IPC: identities, policies, operations, the server.
+    for (const auto& [name, token] : config_.ipc.static_identities)
+      if (auto r = tokens_.add(ipc::Identity{ipc::Identity::Kind::component, name, std::nullopt, std::nullopt}, token); !r)
+        return r;
+    ctx_ = std::make_unique<ipc::ServiceContext>(router_, *store_, tokens_, authorizer_);
+    ctx_->status = [this] { return status(); };
+    ctx_->run_after = [this](std::chrono::milliseconds delay, std::function<void()> fn) {
+      auto timer = std::make_shared<net::steady_timer>(services_, delay);
+      timer->async_wait([timer, fn = std::move(fn)](const boost::system::error_code& ec) {
+        if (!ec) fn();
+      });
+    };
+    if (auto services = store_->get({"services"}); services && services->is_object())
+      for (const auto& [name, unused] : services->items()) reload_policies(name);
+    policy_subscription_ = store_->subscribe({"services"}, [this](const config::KeyPath& changed) {
+      on_services_changed(changed);
+    });
+    ipc::register_operations(operations_, *ctx_);
+
+    ipc::ServerConfig sc;
+    sc.socket_path = config_.ipc_socket_path.empty() ? layout_.ipc_socket() : config_.ipc_socket_path;
+    sc.socket_group = config_.ipc.socket_group;
+    sc.max_connections = config_.ipc.max_connections;
+    sc.max_streams_per_connection = config_.ipc.max_streams_per_connection;
+    sc.max_frame_payload_bytes = config_.ipc.max_frame_payload_bytes;
+    sc.max_queued_bytes = config_.ipc.max_queued_bytes_per_connection;
+    sc.slow_reader = config_.ipc.slow_reader_policy == "disconnect" ? ipc::SlowReaderPolicy::disconnect
+                                                                    : ipc::SlowReaderPolicy::drop_oldest;
+    sc.handshake_timeout = std::chrono::seconds(config_.ipc.handshake_timeout_seconds);
+    if (auto r = ipc::write_cli_tokens(layout_.cli_ipc_info_dir(), sc.socket_path, config_.ipc.socket_group, tokens_); !r)
+      return r;
+    server_ = std::make_unique<ipc::Server>(io_, services_, sc, operations_, tokens_, authorizer_);
+    if (auto r = server_->start(); !r) return r;
+    return ok();
+  }
+
   int run(StartupPipe& startup) {
     started_ = std::chrono::steady_clock::now();
     signals_.async_wait([this](const boost::system::error_code& ec, int sig) { on_signal(ec, sig); });
@@ -144,8 +200,64 @@ class Daemon {
       exit_code_ = kExitFailure;
       io_.stop();
     });
-    // No module needs stopping yet; later issues stop IPC, components, spool and cloud here.
-    shutdown_deadline_.cancel();
+    // Stop accepting IPC and close the connections (their subscriptions end), then leave
+    // the loop once the closes have run. Later issues stop components, spool and cloud here.
+    if (server_) server_->stop();
+    net::post(services_, [this] {
+      final_.expires_after(std::chrono::milliseconds(20));
+      final_.async_wait([this](const boost::system::error_code&) {
+        shutdown_deadline_.cancel();
+        io_.stop();
+      });
+    });
+  }
+
+  void reload_policies(const std::string& component) {
+    if (auto r = ipc::reload_policies(*ctx_, component); !r)
+      log_->error("component={} has an invalid accessControl policy; all its IPC calls are denied until it is "
+                  "fixed: {}",
+                  component, r.error().message);
+  }
+
+  // Policies reload whenever an accessControl subtree (or anything above it) changes.
+  void on_services_changed(const config::KeyPath& changed) {
+    if (changed.size() < 2) {
+      if (auto services = store_->get({"services"}); services && services->is_object())
+        for (const auto& [name, unused] : services->items()) reload_policies(name);
+      return;
+    }
+    const bool affects = changed.size() < 4 || changed[3] == "accessControl";
+    if (affects) reload_policies(changed[1]);
+  }
+
+  nlohmann::json status() const {
+    const auto& st = server_->stats();
+    nlohmann::json states = nlohmann::json::object();
+    for (const auto& [name, s] : ctx_->reported_states) states[name] = s.state;
+    return {
+        {"version", kVersion},
+        {"gitHash", kGitHash},
+        {"pid", ::getpid()},
+        {"root", layout_.root.string()},
+        {"uptimeSeconds",
+         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_).count()},
+        {"ipc",
+         {{"socket", server_->config().socket_path.string()},
+          {"connections", st.connections.load()},
+          {"authenticatedConnections", st.authenticated.load()},
+          {"acceptedTotal", st.accepted_total.load()},
+          {"refusedTotal", st.refused_total.load()},
+          {"protocolErrors", st.protocol_errors.load()},
+          {"operations", st.operations.load()},
+          {"unauthorized", st.unauthorized.load()},
+          {"eventsDropped", st.events_dropped.load()},
+          {"slowReaderDisconnects", st.slow_disconnects.load()}}},
+        {"pubsub",
+         {{"subscriptions", router_.subscription_count()},
+          {"published", router_.stats().published},
+          {"deliveries", router_.stats().deliveries}}},
+        {"reportedStates", states},
+    };
   }
 
   void reload_logging() {
@@ -205,6 +317,17 @@ class Daemon {
   RootLayout layout_;
   std::shared_ptr<spdlog::logger> log_;
   net::io_context io_{1};
+  // The strand of shared state: configuration store, router, tokens, policies, handlers.
+  ipc::Server::Strand services_{net::make_strand(io_)};
+  std::unique_ptr<config::ConfigStore> store_;
+  pubsub::Router router_;
+  ipc::TokenRegistry tokens_;
+  ipc::Authorizer authorizer_;
+  ipc::OperationTable operations_;
+  std::unique_ptr<ipc::ServiceContext> ctx_;
+  config::SubscriptionId policy_subscription_ = 0;
+  std::unique_ptr<ipc::Server> server_;
+  net::steady_timer final_{io_};
   net::signal_set signals_{io_, SIGTERM, SIGINT, SIGHUP};
   net::steady_timer watchdog_{io_};
   net::steady_timer shutdown_deadline_{io_};
@@ -259,6 +382,11 @@ int run(const Options& options) {
   // 5. Modules, then the loop.
   try {
     Daemon daemon(std::move(cfg), options, layout);
+    if (auto r = daemon.build(); !r) {
+      log->critical("canopyd cannot start: {}", r.error().message);
+      log::flush();
+      return fail(kExitFailure, r.error().message);
+    }
     return daemon.run(startup);
   } catch (const std::exception& e) {
     log->critical("canopyd failed: {}", e.what());

@@ -51,6 +51,20 @@ struct RunWithDefault {
   std::string posix_user = "ggc_user:ggc_group";
 };
 
+/// services.canopy.Nucleus.configuration.ipc (the component IPC server)
+struct IpcConfig {
+  std::string socket_group = "canopy";           ///< socketGroup: group of the 0660 socket and operators
+  std::uint32_t max_connections = 1024;          ///< maxConnections
+  std::uint32_t max_streams_per_connection = 512;  ///< maxStreamsPerConnection
+  std::uint64_t max_frame_payload_bytes = 128 * 1024;  ///< maxFramePayloadBytes
+  std::uint64_t max_queued_bytes_per_connection = 4 * 1024 * 1024;  ///< maxQueuedBytesPerConnection
+  std::string slow_reader_policy = "drop-oldest";  ///< slowReaderPolicy: drop-oldest or disconnect
+  std::uint32_t handshake_timeout_seconds = 10;  ///< handshakeTimeoutSeconds
+  /// staticIdentities: name -> token. Fixed IPC identities for integrations and tests; the
+  /// token must be at least 16 characters. Components deployed by Canopy get their own.
+  std::vector<std::pair<std::string, std::string>> static_identities;
+};
+
 /// Everything canopyd reads from its configuration file, with built-in defaults.
 struct NucleusConfig {
   // system:
@@ -69,6 +83,7 @@ struct NucleusConfig {
   MqttConfig mqtt;
   SpoolerConfig spooler;
   RunWithDefault run_with_default;
+  IpcConfig ipc;
 
   /// services other than canopy.Nucleus (component configurations), kept as JSON for
   /// the configuration store.

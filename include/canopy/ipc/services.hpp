@@ -41,6 +41,11 @@ struct Metric {
 /// Everything the operation handlers share. Used only on the services strand.
 /// Lifetime: the router, store, tokens and authorizer outlive it.
 struct ServiceContext {
+  ServiceContext(pubsub::Router& r, config::ConfigStore& s, TokenRegistry& t, Authorizer& a)
+      : router(r), store(s), tokens(t), authorizer(a) {}
+  ServiceContext(const ServiceContext&) = delete;
+  ServiceContext& operator=(const ServiceContext&) = delete;
+
   pubsub::Router& router;
   config::ConfigStore& store;
   TokenRegistry& tokens;
