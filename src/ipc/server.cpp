@@ -300,6 +300,12 @@ class Session final : public std::enable_shared_from_this<Session> {
     net::async_write(socket_, net::buffer(write_buf_),
                      net::bind_executor(strand_, [self = shared_from_this()](const boost::system::error_code& ec,
                                                                             std::size_t) {
+                       // shutdown() already emptied the queue: nothing of it is ours to pop.
+                       if (self->closed_) {
+                         self->in_flight_ = 0;
+                         self->writing_ = false;
+                         return;
+                       }
                        for (std::size_t i = 0; i < self->in_flight_; ++i) {
                          self->queued_bytes_ -= self->out_.front().frame.size();
                          self->out_.pop_front();
@@ -405,6 +411,8 @@ class Session final : public std::enable_shared_from_this<Session> {
       const bool allowed = identity && TokenRegistry::peer_allowed(*identity, self->peer_);
       net::post(self->strand_, [self, identity, allowed] {
         self->connect_pending_ = false;
+        // A protocol error (e.g. a second Connect) while the token was checked: no ConnectAck.
+        if (self->closed_ || self->closing_) return;
         if (!identity) {
           self->reject_connect("the authToken is not valid");
           return;

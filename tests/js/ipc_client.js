@@ -22,7 +22,8 @@
 //   waitReports                      {id, count, timeoutMs}          validity reports sent on `id`
 //   expectEventCount                 {id, count}                     exactly `count` events so far
 //   getConfiguration                 {componentName?, keyPath?}
-//   updateConfiguration              {keyPath?, valueToMerge, timestamp? (epoch s) | timestampNow?}
+//   updateConfiguration              {keyPath?, valueToMerge, timestamp (epoch s) | timestampNow}
+//                                    (the SDK requires a timestamp)
 //   updateState                      {state}
 //   rawCall                          {operation, request, timeoutMs} any operation name (e.g.
 //                                    canopy#GetStatus) through the SDK's generic eventstream_rpc layer
