@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <fstream>
 #include <sstream>
+#include <algorithm>
 
 #include <fcntl.h>
 #include <grp.h>
@@ -142,10 +143,15 @@ result<CliConnectInfo> read_cli_token(const fs::path& dir) {
     return make_error(errc::not_found,
                       fmt::format("{} does not exist: is canopyd running on this root? (set --root or CANOPY_ROOT)",
                                   dir.string()));
-  // The folder is 0711: non-root users cannot list it, so the operators' group file is named.
-  std::vector<fs::path> candidates = {dir / std::to_string(::geteuid()), dir / "group-canopy"};
-  for (const auto& e : fs::directory_iterator(dir, ec))
-    if (e.path().filename().string().rfind("group-", 0) == 0) candidates.push_back(e.path());
+  // The folder is 0711: non-root users cannot list it, so look for the files of the user's
+  // own uid and of each of its groups by name.
+  std::vector<fs::path> candidates = {dir / std::to_string(::geteuid())};
+  std::vector<gid_t> groups(static_cast<std::size_t>(std::max(::getgroups(0, nullptr), 0)) + 1);
+  const int n = ::getgroups(static_cast<int>(groups.size() - 1), groups.data());
+  groups.resize(n >= 0 ? static_cast<std::size_t>(n) : 0);
+  groups.push_back(::getegid());
+  for (gid_t g : groups)
+    if (const group* gr = ::getgrgid(g)) candidates.push_back(dir / (std::string("group-") + gr->gr_name));
   for (const auto& file : candidates) {
     std::ifstream in(file);
     if (!in) continue;
