@@ -100,6 +100,42 @@ services:
   EXPECT_TRUE(r->warnings.empty());
 }
 
+TEST(NucleusConfig, IpcKeysAreParsed) {
+  auto r = parse(R"(
+services:
+  canopy.Nucleus:
+    configuration:
+      ipc:
+        socketGroup: operators
+        maxConnections: 300
+        maxStreamsPerConnection: 20
+        maxFramePayloadBytes: 65536
+        maxQueuedBytesPerConnection: 1048576
+        slowReaderPolicy: disconnect
+        handshakeTimeoutSeconds: 3
+        staticIdentities:
+          com.example.A: token-a-0123456789abcdef
+)",
+                 "config.yaml");
+  ASSERT_TRUE(r) << r.error().message;
+  const IpcConfig& ipc = r->config.ipc;
+  EXPECT_EQ(ipc.socket_group, "operators");
+  EXPECT_EQ(ipc.max_connections, 300u);
+  EXPECT_EQ(ipc.max_streams_per_connection, 20u);
+  EXPECT_EQ(ipc.max_frame_payload_bytes, 65536u);
+  EXPECT_EQ(ipc.max_queued_bytes_per_connection, 1048576u);
+  EXPECT_EQ(ipc.slow_reader_policy, "disconnect");
+  EXPECT_EQ(ipc.handshake_timeout_seconds, 3u);
+  ASSERT_EQ(ipc.static_identities.size(), 1u);
+  EXPECT_EQ(ipc.static_identities[0].first, "com.example.A");
+  EXPECT_EQ(ipc.static_identities[0].second, "token-a-0123456789abcdef");
+  auto defaults = parse("", "c.yaml");
+  ASSERT_TRUE(defaults);
+  EXPECT_EQ(defaults->config.ipc.socket_group, "canopy");
+  EXPECT_EQ(defaults->config.ipc.max_frame_payload_bytes, 128u * 1024);
+  EXPECT_EQ(defaults->config.ipc.slow_reader_policy, "drop-oldest");
+}
+
 TEST(NucleusConfig, TheAnnotatedSampleParsesWithoutWarnings) {
   auto r = load_file(std::string(CANOPY_SOURCE_DIR) + "/config/config.yaml");
   ASSERT_TRUE(r) << r.error().message;
@@ -181,6 +217,16 @@ INSTANTIATE_TEST_SUITE_P(
                 "services:\n  canopy.Nucleus:\n    configuration:\n      shutdownTimeoutSeconds: 0\n",
                 "shutdownTimeoutSeconds: expected a number of seconds from 1 to 3600, got \"0\""},
         BadCase{"yamlSyntax", "system:\n  thingName: [unclosed\n", "config.yaml:3:1: not valid YAML"},
+        BadCase{"shortStaticToken",
+                "services:\n  canopy.Nucleus:\n    configuration:\n      ipc:\n        staticIdentities:\n          a: short\n",
+                "config.yaml:6: services.canopy.Nucleus.configuration.ipc.staticIdentities.a: expected a token of at "
+                "least 16 characters"},
+        BadCase{"slowReader",
+                "services:\n  canopy.Nucleus:\n    configuration:\n      ipc:\n        slowReaderPolicy: block\n",
+                "ipc.slowReaderPolicy: expected one of drop-oldest, disconnect, got \"block\""},
+        BadCase{"framePayloadTooBig",
+                "services:\n  canopy.Nucleus:\n    configuration:\n      ipc:\n        maxFramePayloadBytes: 99999999\n",
+                "ipc.maxFramePayloadBytes: expected a number of bytes from 1024 to 16777216"},
         BadCase{"topLevelList", "- a\n- b\n", "config.yaml:1: : expected a mapping of keys, got a list"}),
     [](const auto& tpi) { return std::string(tpi.param.name); });
 

@@ -39,6 +39,27 @@ TEST(Daemon, SigtermStopsGracefullyWithExitZeroAndStoppingNotification) {
   EXPECT_TRUE(stopping);
 }
 
+TEST(Daemon, PingsTheSystemdWatchdogWhenTheUnitSetsOne) {
+  TempDir dir;
+  Canopyd::Options o;
+  o.env = {{"WATCHDOG_USEC", "200000"}};  // what systemd sets for WatchdogSec=200ms
+  Canopyd d(dir.path(), o);
+  ASSERT_TRUE(d.wait_ready());
+  int pings = 0;
+  for (int i = 0; i < 100 && pings < 3; ++i) {
+    pings = 0;
+    for (const auto& m : d.notifications(20ms)) pings += m.find("WATCHDOG=1") != std::string::npos;
+  }
+  EXPECT_GE(pings, 3);
+}
+
+TEST(Daemon, NoWatchdogPingsWithoutWatchdogSec) {
+  TempDir dir;
+  Canopyd d(dir.path(), {});
+  ASSERT_TRUE(d.wait_ready());
+  for (const auto& m : d.notifications(500ms)) EXPECT_EQ(m.find("WATCHDOG=1"), std::string::npos);
+}
+
 TEST(Daemon, SigintAlsoStopsWithExitZero) {
   TempDir dir;
   Canopyd d(dir.path(), {});
