@@ -5,7 +5,10 @@ add_library(canopy_warnings INTERFACE)
 target_compile_options(canopy_warnings INTERFACE
   -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cast
   -Wcast-align -Wunused -Woverloaded-virtual
-  -Wdouble-promotion -Wformat=2 -Wimplicit-fallthrough -Wmissing-declarations -Wno-restrict)
+  -Wdouble-promotion -Wformat=2 -Wimplicit-fallthrough -Wmissing-declarations)
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  target_compile_options(canopy_warnings INTERFACE -Wno-restrict)
+endif()
 if(CANOPY_WERROR)
   target_compile_options(canopy_warnings INTERFACE -Werror)
 endif()

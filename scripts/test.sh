@@ -16,7 +16,7 @@ if [ "${CANOPY_SKIP_FUZZ:-0}" != "1" ]; then
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCANOPY_FUZZ=ON -DCANOPY_TESTS=OFF \
     -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
     -DCANOPY_FUZZ_SECONDS="${CANOPY_FUZZ_SECONDS:-20}" >/dev/null
-  targets=$(cd build-fuzz && ninja -t targets all | sed -n 's/^\([a-z_]*_fuzz\): phony$/\1/p' | sort -u)
+  targets=$(cd build-fuzz && ninja -t targets all | sed -n 's/^\([a-z_]*_fuzz\): phony$/\1/p' | grep -v '^cmake_' | sort -u)
   if [ -n "$targets" ]; then
     cmake --build build-fuzz -j "${JOBS:-$(nproc)}" --target $targets
     (cd build-fuzz && ctest --output-on-failure -L fuzz -j "${JOBS:-$(nproc)}") || status=1

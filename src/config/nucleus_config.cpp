@@ -281,7 +281,11 @@ result<Loaded> parse(std::string_view text, std::string_view file_name) {
                  if (name == "canopy.Nucleus") {
                    r.map(kv.second, sp, {{"configuration", nucleus_configuration}, {"version", [](auto&, auto&) {}}});
                  } else {
-                   c.other_services[name] = yaml_to_json(kv.second);
+                   try {
+                     c.other_services[name] = yaml_to_json(kv.second);
+                   } catch (const YAML::Exception& e) {
+                     r.error(kv.second, sp, e.msg);
+                   }
                  }
                }
              }},

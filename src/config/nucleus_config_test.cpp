@@ -227,6 +227,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"framePayloadTooBig",
                 "services:\n  canopy.Nucleus:\n    configuration:\n      ipc:\n        maxFramePayloadBytes: 99999999\n",
                 "ipc.maxFramePayloadBytes: expected a number of bytes from 1024 to 16777216"},
+        BadCase{"recursiveAlias", "services:\n  com.x: &a {b: *a}\n",
+                 "services.com.x: nested more than 128 levels deep (or a recursive alias)"},
         BadCase{"topLevelList", "- a\n- b\n", "config.yaml:1: : expected a mapping of keys, got a list"}),
     [](const auto& tpi) { return std::string(tpi.param.name); });
 

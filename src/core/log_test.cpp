@@ -101,6 +101,12 @@ TEST(YamlJson, ScalarsAreTypedAndQuotedStaysString) {
   EXPECT_EQ((*j)["i"], "false");
 }
 
+TEST(YamlJson, RecursiveAliasIsAnErrorNotACrash) {
+  auto j = parse_yaml_or_json("a: &x {b: *x}\n", "r.yaml");
+  ASSERT_FALSE(j);
+  EXPECT_NE(j.error().message.find("recursive alias"), std::string::npos) << j.error().message;
+}
+
 TEST(YamlJson, SyntaxErrorNamesFileLineAndColumn) {
   auto j = parse_yaml_or_json("a: [1,\n", "r.yaml");
   ASSERT_FALSE(j);

@@ -50,21 +50,25 @@ std::optional<double> as_float(const std::string& s) {
   return d;
 }
 
-}  // namespace
+constexpr int kMaxDepth = 128;
 
-nlohmann::json yaml_to_json(const YAML::Node& node) {
+nlohmann::json convert(const YAML::Node& node, int depth) {
+  // yaml-cpp resolves an alias to the anchored node itself, so `&a {b: *a}` is a cycle:
+  // the depth bound turns it (and absurd nesting) into an error instead of a stack overflow.
+  if (depth > kMaxDepth)
+    throw YAML::ParserException(node.Mark(), fmt::format("nested more than {} levels deep (or a recursive alias)", kMaxDepth));
   switch (node.Type()) {
     case YAML::NodeType::Undefined:
     case YAML::NodeType::Null:
       return nullptr;
     case YAML::NodeType::Sequence: {
       nlohmann::json a = nlohmann::json::array();
-      for (const auto& item : node) a.push_back(yaml_to_json(item));
+      for (const auto& item : node) a.push_back(convert(item, depth + 1));
       return a;
     }
     case YAML::NodeType::Map: {
       nlohmann::json o = nlohmann::json::object();
-      for (const auto& kv : node) o[kv.first.as<std::string>()] = yaml_to_json(kv.second);
+      for (const auto& kv : node) o[kv.first.as<std::string>()] = convert(kv.second, depth + 1);
       return o;
     }
     case YAML::NodeType::Scalar: {
@@ -79,6 +83,10 @@ nlohmann::json yaml_to_json(const YAML::Node& node) {
   }
   return nullptr;
 }
+
+}  // namespace
+
+nlohmann::json yaml_to_json(const YAML::Node& node) { return convert(node, 0); }
 
 result<nlohmann::json> parse_yaml_or_json(std::string_view text, std::string_view file_name) {
   try {
