@@ -28,6 +28,9 @@ services:
       logging: {level: warn}
       ipc:
         staticIdentities: {bench.Pub: $PUB, bench.Sub: $SUB}
+        # The publisher may run 1000 messages ahead: keep 4 KiB messages from hitting the
+        # slow-reader limit (that would measure drops, not throughput).
+        maxQueuedBytesPerConnection: 67108864
   bench.Pub:
     configuration:
       accessControl:

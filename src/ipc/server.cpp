@@ -136,7 +136,7 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
 
   // Runs on the services strand.
   void dispatch(const Identity& caller, std::string operation, nlohmann::json request,
-                std::shared_ptr<StreamHandle> stream);
+                std::shared_ptr<ParsedRequest> parsed, std::shared_ptr<StreamHandle> stream);
 
   net::io_context& io_;
   Strand services_;
@@ -481,7 +481,16 @@ class Session final : public std::enable_shared_from_this<Session> {
       return;
     }
     nlohmann::json request;
-    if (!payload.empty()) {
+    std::shared_ptr<ParsedRequest> parsed;
+    if (op != nullptr && op->parse) {
+      // The operation parses its own requests (a hot path); Call::request stays null.
+      auto r = op->parse(payload);
+      if (!r) {
+        stream->fail({ErrorShape::invalid_arguments, fmt::format("the request of {} is not valid JSON", operation)});
+        return;
+      }
+      parsed = std::move(*r);
+    } else if (!payload.empty()) {
       try {
         request = nlohmann::json::parse(payload);
       } catch (const nlohmann::json::exception& e) {
@@ -492,8 +501,8 @@ class Session final : public std::enable_shared_from_this<Session> {
       request = nlohmann::json::object();
     }
     net::post(server_->services_, [server = server_, caller = *identity_, operation = std::move(operation),
-                                   request = std::move(request), stream]() mutable {
-      server->dispatch(caller, std::move(operation), std::move(request), std::move(stream));
+                                   request = std::move(request), parsed = std::move(parsed), stream]() mutable {
+      server->dispatch(caller, std::move(operation), std::move(request), std::move(parsed), std::move(stream));
     });
   }
 
@@ -602,7 +611,7 @@ void ServerStream::close() {
 }
 
 void Server::Impl::dispatch(const Identity& caller, std::string operation, nlohmann::json request,
-                            std::shared_ptr<StreamHandle> stream) {
+                            std::shared_ptr<ParsedRequest> parsed, std::shared_ptr<StreamHandle> stream) {
   const Operation* op = table_.find(operation);
   if (op == nullptr) {
     // Greengrass (Java) answers {"error": "Unsupported Operation", "message": "<op> is an unsupported
@@ -612,7 +621,11 @@ void Server::Impl::dispatch(const Identity& caller, std::string operation, nlohm
     stream->fail(e);
     return;
   }
-  Call call{caller, std::move(operation), std::move(request), std::move(stream)};
+  Call call{.caller = caller,
+            .operation = std::move(operation),
+            .request = std::move(request),
+            .stream = std::move(stream),
+            .parsed = std::move(parsed)};
   if (op->external_only && !caller.is_external()) {
     stats_->unauthorized++;
     call.stream->fail({ErrorShape::unauthorized,

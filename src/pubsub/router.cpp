@@ -27,15 +27,29 @@ result<ReceiveMode> parse_receive_mode(std::string_view name) {
 }
 
 Payload Payload::json(nlohmann::json message) {
-  return Payload(std::variant<nlohmann::json, std::vector<std::uint8_t>>(std::in_place_index<0>, std::move(message)));
+  return Payload(Message(std::in_place_index<0>, std::move(message)));
+}
+
+Payload Payload::json_text(std::string text) {
+  return Payload(Message(std::in_place_index<2>, JsonText{std::move(text)}));
 }
 
 Payload Payload::binary(std::vector<std::uint8_t> bytes) {
-  return Payload(std::variant<nlohmann::json, std::vector<std::uint8_t>>(std::in_place_index<1>, std::move(bytes)));
+  return Payload(Message(std::in_place_index<1>, std::move(bytes)));
 }
 
 Payload Payload::binary(std::string_view bytes) {
   return binary(std::vector<std::uint8_t>(bytes.begin(), bytes.end()));
+}
+
+nlohmann::json Payload::json_message() const {
+  if (const auto* text = std::get_if<2>(&message_)) return nlohmann::json::parse(text->text);
+  return std::get<0>(message_);
+}
+
+std::string Payload::json_string() const {
+  if (const auto* text = std::get_if<2>(&message_)) return text->text;
+  return std::get<0>(message_).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 Router::Router(RouterLimits limits) : limits_(limits) {

@@ -80,6 +80,53 @@ TEST(Payload, JsonAndBinaryAreDistinct) {
   EXPECT_TRUE(Payload::binary(std::string_view()).binary_message().empty());
 }
 
+TEST(Payload, JsonTextIsJsonHeldAsText) {
+  const auto t = Payload::json_text(R"({"b":[1,2.5,"x\u00e9"],"a":null})");
+  EXPECT_TRUE(t.is_json());
+  EXPECT_TRUE(t.is_json_text());
+  EXPECT_FALSE(t.is_binary());
+  // The text is kept as given (member order too); json_message() parses it.
+  EXPECT_EQ(t.json_text(), R"({"b":[1,2.5,"x\u00e9"],"a":null})");
+  EXPECT_EQ(t.json_string(), t.json_text());
+  EXPECT_EQ(t.json_message(), nlohmann::json::parse(R"({"a":null,"b":[1,2.5,"x\u00e9"]})"));
+  EXPECT_EQ(t.json_message()["b"][2], "x\u00e9");
+  EXPECT_THROW(static_cast<void>(t.binary_message()), std::bad_variant_access);
+
+  // Scalars are JSON values too.
+  EXPECT_EQ(Payload::json_text("42").json_message(), 42);
+  EXPECT_EQ(Payload::json_text("null").json_message(), nullptr);
+}
+
+TEST(Payload, OnlyJsonTextPayloadsHaveText) {
+  const auto j = Payload::json({{"temp", 21}});
+  EXPECT_FALSE(j.is_json_text());
+  EXPECT_THROW(static_cast<void>(j.json_text()), std::bad_variant_access);
+  EXPECT_EQ(j.json_string(), R"({"temp":21})");
+  // A document's strings that are not UTF-8 are replaced, not thrown about.
+  EXPECT_EQ(Payload::json(std::string("a\xff")).json_string(), "\"a\xef\xbf\xbd\"");
+
+  const auto b = Payload::binary(std::string_view("x"));
+  EXPECT_FALSE(b.is_json());
+  EXPECT_FALSE(b.is_json_text());
+  EXPECT_THROW(static_cast<void>(b.json_text()), std::bad_variant_access);
+  EXPECT_THROW(static_cast<void>(b.json_string()), std::bad_variant_access);
+}
+
+TEST(Router, DeliversJsonTextToEverySubscriberAsIs) {
+  Router r;
+  std::vector<Seen> a, b;
+  const auto ida = must_subscribe(r, "s/#", recorder("A", ReceiveMode::receive_all_messages, a));
+  std::vector<std::string> texts;
+  must_subscribe(r, "s/1", Subscriber{"B", ReceiveMode::receive_all_messages, [&texts](const Delivery& d) {
+                                        ASSERT_TRUE(d.payload.is_json_text());
+                                        texts.push_back(d.payload.json_text());
+                                      }});
+  ASSERT_TRUE(r.publish("s/1", Payload::json_text(R"({"z":1,"a":2})"), "P"));
+  // describe() goes through json_message(): a document, keys in its order.
+  EXPECT_THAT(a, ElementsAre(Seen{ida, "s/1", "P", R"(json:{"a":2,"z":1})"}));
+  EXPECT_THAT(texts, ElementsAre(R"({"z":1,"a":2})"));
+}
+
 TEST(Router, SubscribeRejectsBadFiltersAndMissingSinks) {
   Router r;
   std::vector<Seen> log;

@@ -36,7 +36,7 @@ std::string config() {
          "        aws.greengrass.ipc.pubsub:\n"
          "          b1:\n"
          "            operations: ['aws.greengrass#SubscribeToTopic']\n"
-         "            resources: ['x/#']\n";
+         "            resources: ['x/*']\n";
 }
 
 std::unique_ptr<ipc::Client> connect(const Canopyd& d, const char* token) {

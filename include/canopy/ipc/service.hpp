@@ -73,12 +73,19 @@ class StreamHandle {
   virtual bool is_open() const = 0;
 };
 
+/// A request that an operation parsed itself (Operation::parse). Each such operation derives
+/// its own type and downcasts Call::parsed to it.
+struct ParsedRequest {
+  virtual ~ParsedRequest() = default;
+};
+
 /// One incoming operation call, as a handler sees it.
 struct Call {
   Identity caller;
   std::string operation;  ///< e.g. aws.greengrass#PublishToTopic
-  nlohmann::json request;
+  nlohmann::json request;  ///< the parsed request; null when the operation has its own parser
   std::shared_ptr<StreamHandle> stream;
+  std::shared_ptr<ParsedRequest> parsed = {};  ///< Operation::parse's result; null without one
 };
 
 /// One operation the server serves.
@@ -94,6 +101,13 @@ struct Operation {
   /// Handles the call; runs on the services executor. Must answer through call.stream
   /// (now or later).
   std::function<void(Call&)> handle;
+  /// Optional, for hot operations: parses the request payload instead of the server's
+  /// nlohmann::json::parse. The result goes to Call::parsed and Call::request stays null.
+  /// Runs on the connection's strand, before the call is handed to the services executor, so
+  /// it must not touch shared state. It gets the payload as received (possibly empty, which
+  /// must mean `{}`) and may modify it (e.g. pad it). An Error means the payload is not valid
+  /// JSON: the server answers as it does when its own parse fails.
+  std::function<result<std::shared_ptr<ParsedRequest>>(std::string& payload)> parse = {};
 };
 
 /// The table of operations, by name. Not thread-safe; filled before the server starts.

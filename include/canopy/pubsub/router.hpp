@@ -43,33 +43,52 @@ std::string_view to_string(ReceiveMode mode) noexcept;
 /// Errors: errc::invalid naming the value and the accepted ones.
 result<ReceiveMode> parse_receive_mode(std::string_view name);
 
-/// A published message: either a JSON document (Greengrass `jsonMessage.message`) or raw
-/// bytes (`binaryMessage.message`, already base64-decoded). The topic is not part of the
-/// payload; each Delivery carries it as the message context. Immutable once made; shared by
-/// reference with every subscriber of one publish.
+/// A published message: JSON (Greengrass `jsonMessage.message`) or raw bytes
+/// (`binaryMessage.message`, already base64-decoded). JSON comes in two forms: a document
+/// (json()) or its text (json_text(), what the IPC layer uses: it forwards the publisher's text
+/// without building a document). The topic is not part of the payload; each Delivery carries it
+/// as the message context. Immutable once made; shared by reference with every subscriber of
+/// one publish.
 class Payload {
  public:
   /// A JSON payload. Any JSON value is stored; the IPC layer decides what it accepts
   /// (Greengrass models jsonMessage.message as an object).
   static Payload json(nlohmann::json message);
+  /// A JSON payload held as text. Precondition: `text` is exactly one valid JSON value (the
+  /// caller validated it; it is not checked here). Subscribers get it as it is.
+  static Payload json_text(std::string text);
   /// A binary payload.
   static Payload binary(std::vector<std::uint8_t> bytes);
   /// A binary payload copied from `bytes`.
   static Payload binary(std::string_view bytes);
 
-  /// True for a JSON payload.
-  bool is_json() const noexcept { return message_.index() == 0; }
+  /// True for a JSON payload, in either form (document or text).
+  bool is_json() const noexcept { return message_.index() != 1; }
   /// True for a binary payload.
   bool is_binary() const noexcept { return message_.index() == 1; }
-  /// The JSON document. Precondition: is_json(); otherwise throws std::bad_variant_access.
-  const nlohmann::json& json_message() const { return std::get<0>(message_); }
+  /// True for a JSON payload made by json_text().
+  bool is_json_text() const noexcept { return message_.index() == 2; }
+  /// The JSON document: a copy of a json() payload's, or parsed from a json_text() payload's
+  /// text (each call parses again). Precondition: is_json(); otherwise throws
+  /// std::bad_variant_access.
+  nlohmann::json json_message() const;
+  /// The JSON as compact text: a json_text() payload's text as given, or a json() payload's
+  /// document serialized (invalid UTF-8 replaced by U+FFFD). Precondition: is_json(); otherwise
+  /// throws std::bad_variant_access.
+  std::string json_string() const;
+  /// The text of a json_text() payload, without a copy. Precondition: is_json_text();
+  /// otherwise throws std::bad_variant_access.
+  const std::string& json_text() const { return std::get<2>(message_).text; }
   /// The bytes. Precondition: is_binary(); otherwise throws std::bad_variant_access.
   const std::vector<std::uint8_t>& binary_message() const { return std::get<1>(message_); }
 
  private:
-  explicit Payload(std::variant<nlohmann::json, std::vector<std::uint8_t>> message)
-      : message_(std::move(message)) {}
-  std::variant<nlohmann::json, std::vector<std::uint8_t>> message_;
+  struct JsonText {
+    std::string text;
+  };
+  using Message = std::variant<nlohmann::json, std::vector<std::uint8_t>, JsonText>;
+  explicit Payload(Message message) : message_(std::move(message)) {}
+  Message message_;
 };
 
 /// One message handed to one subscriber: what the IPC layer turns into Greengrass's

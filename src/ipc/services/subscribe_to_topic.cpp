@@ -12,11 +12,24 @@ constexpr std::string_view kEventShape = "aws.greengrass#SubscriptionResponseMes
 // {"jsonMessage"|"binaryMessage": {"message": …, "context": {"topic": …}}}
 std::string event_body(const pubsub::Delivery& d) {
   const std::string topic = nlohmann::json(d.topic).dump();
-  if (d.payload.is_json())
-    return fmt::format(R"({{"jsonMessage":{{"message":{},"context":{{"topic":{}}}}}}})",
-                       d.payload.json_message().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), topic);
-  return fmt::format(R"({{"binaryMessage":{{"message":"{}","context":{{"topic":{}}}}}}})",
-                     base64_encode(std::span(d.payload.binary_message())), topic);
+  constexpr std::string_view kJsonHead = R"({"jsonMessage":{"message":)";
+  constexpr std::string_view kBinaryHead = R"({"binaryMessage":{"message":")";
+  constexpr std::string_view kJsonContext = R"(,"context":{"topic":)";
+  constexpr std::string_view kBinaryContext = R"(","context":{"topic":)";
+  constexpr std::string_view kTail = "}}}";
+  std::string body;
+  const auto build = [&](std::string_view head, std::string_view message, std::string_view context) {
+    body.reserve(head.size() + message.size() + context.size() + topic.size() + kTail.size());
+    body.append(head).append(message).append(context).append(topic).append(kTail);
+  };
+  if (d.payload.is_json_text()) {
+    build(kJsonHead, d.payload.json_text(), kJsonContext);  // validated JSON text, embedded as is
+  } else if (d.payload.is_json()) {
+    build(kJsonHead, d.payload.json_string(), kJsonContext);
+  } else {
+    build(kBinaryHead, base64_encode(std::span(d.payload.binary_message())), kBinaryContext);
+  }
+  return body;
 }
 
 }  // namespace
@@ -60,6 +73,7 @@ void add_subscribe_to_topic(OperationTable& table, ServiceContext& ctx) {
             call.stream->respond("{}", response_shape("SubscribeToTopic"));
             call.stream->on_close([&ctx, sub = *id] { ctx.router.unsubscribe(sub); });
           },
+      .parse = {},  // the server's nlohmann::json parse: subscribing is not a hot path
   });
 }
 
