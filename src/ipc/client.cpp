@@ -103,10 +103,14 @@ result<void> Client::handshake() {
   m.headers.push_back(Header::string(std::string(kHeaderVersion), std::string(kEventStreamVersion)));
   m.payload = nlohmann::json{{"authToken", options_.token}}.dump();
   auto frame = encode(m);
-  if (!frame || !send_frame(*frame)) return make_error(errc::no_connection, "cannot send Connect to canopyd");
+  constexpr const char* kClosed =
+      "canopyd closed the connection before answering Connect (its connection limit may be reached; see its log)";
+  if (!frame) return make_error(errc::invalid, frame.error().message);
+  if (!send_frame(*frame)) return make_error(errc::no_connection, kClosed);
   std::unique_lock lock(mutex_);
   if (!connect_cv_.wait_for(lock, options_.timeout, [&] { return connect_state_ != 0 || !connected_; }))
     return make_error(errc::timeout, fmt::format("canopyd did not answer Connect within {} ms", options_.timeout.count()));
+  if (connect_state_ == 0) return make_error(errc::no_connection, kClosed);
   if (connect_state_ != 1)
     return make_error(errc::unauthorized, "canopyd refused the connection: the token is not valid for this user");
   return ok();

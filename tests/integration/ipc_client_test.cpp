@@ -153,5 +153,50 @@ TEST(IpcClient, GetConfigurationOfAnotherComponentAndErrorsComeBackAsErrc) {
   EXPECT_EQ(refused.error().code, errc::unauthorized);
 }
 
+TEST(IpcClient, ConnectionAndStreamLimitsAreEnforcedWithClearAnswers) {
+  TempDir dir;
+  std::string cfg = config();
+  cfg.replace(cfg.find("        staticIdentities:"), 0,
+              "        maxConnections: 3\n        maxStreamsPerConnection: 2\n");
+  cfg += "  com.example.A:\n    configuration:\n      accessControl:\n        aws.greengrass.ipc.pubsub:\n"
+         "          a1: {operations: ['*'], resources: ['*']}\n";
+  Canopyd d(dir.path(), {.config_yaml = cfg, .extra_args = {}, .env = {}, .foreground = true, .notify = true});
+  ASSERT_TRUE(d.wait_ready());
+  auto a = connect(d, kTokenA);
+  ASSERT_TRUE(a);
+  // Two open subscriptions are allowed; the third stream is refused, the connection lives on.
+  auto s1 = a->subscribe("aws.greengrass#SubscribeToTopic", {{"topic", "l/1"}}, [](std::string_view) {});
+  auto s2 = a->subscribe("aws.greengrass#SubscribeToTopic", {{"topic", "l/2"}}, [](std::string_view) {});
+  ASSERT_TRUE(s1 && s2);
+  auto s3 = a->subscribe("aws.greengrass#SubscribeToTopic", {{"topic", "l/3"}}, [](std::string_view) {});
+  ASSERT_FALSE(s3);
+  EXPECT_THAT(s3.error().message, HasSubstr("too many open streams on this connection (limit 2)"));
+  (*s2)->close();
+  bool reopened = false;
+  for (int i = 0; i < 100 && !reopened; ++i) {
+    reopened = static_cast<bool>(a->subscribe("aws.greengrass#SubscribeToTopic", {{"topic", "l/4"}}, [](std::string_view) {}));
+    if (!reopened) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(reopened) << "closing a stream frees its slot";
+
+  // Connections: a is one; two more fit; the fourth is refused and counted.
+  auto b = connect(d, kTokenB);
+  auto c = connect(d, kTokenB);
+  ASSERT_TRUE(b && c);
+  auto refused = ipc::Client::connect({d.root() / "ipc.socket", kTokenB, 5s});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, errc::no_connection);
+  EXPECT_THAT(refused.error().message, HasSubstr("connection limit"));
+  EXPECT_THAT(d.logs(), HasSubstr("3 connections open (ipc.maxConnections)"));
+  c.reset();
+  bool again = false;
+  for (int i = 0; i < 200 && !again; ++i) {
+    again = static_cast<bool>(ipc::Client::connect({d.root() / "ipc.socket", kTokenB, 5s}));
+    if (!again) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(again) << "a closed connection frees its slot";
+  EXPECT_TRUE(a->call("aws.greengrass#PublishToTopic", publish("l/1")));
+}
+
 }  // namespace
 }  // namespace canopy::test
