@@ -110,7 +110,13 @@ class Daemon {
   result<void> build() {
     // Configuration store (the runtime tree of every component's configuration).
     auto store = config::ConfigStore::open(layout_.config_dir());
-    if (!store) return make_error(store.error().code, "configuration store: " + store.error().message);
+    if (!store) {
+      std::string msg = "configuration store: " + store.error().message;
+      if (store.error().code == errc::corrupt)
+        msg += ". The damaged files are kept for inspection; the next start begins with an empty configuration "
+               "unless you restore one of them as store.json";
+      return make_error(store.error().code, msg);
+    }
     store_ = std::move(*store);
     for (const auto& w : store_->open_warnings()) log_->warn("configuration store: {}", w);
     // The file's services.<name> sections seed the tree at timestamp 1, so anything set at

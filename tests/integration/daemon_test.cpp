@@ -213,6 +213,41 @@ TEST(Daemon, DetachesWithoutForegroundAndParentReportsTheStart) {
   EXPECT_NE(::kill(pid, 0), 0) << "the detached canopyd did not stop on SIGTERM";
 }
 
+TEST(Daemon, CorruptConfigurationStoreIsRecoveredFromItsBackupOrRefusedClearly) {
+  TempDir dir;
+  const fs::path store = dir.path() / "root" / "config" / "store.json";
+  {
+    Canopyd d(dir.path(), {});
+    ASSERT_TRUE(d.wait_ready());
+    for (const char* v : {"1", "2"}) {
+      auto r = run_command({canopy_cli_path().string(), "--root", d.root().string(), "config", "set", "com.x", "a", v});
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+    }
+  }
+  // The snapshot is damaged: the backup (the previous commit) is used, and the log says so.
+  write_file(store, "garbage{");
+  {
+    Canopyd d(dir.path(), {});
+    ASSERT_TRUE(d.wait_ready());
+    EXPECT_THAT(d.logs(), HasSubstr("store.json: not valid JSON"));
+    auto r = run_command({canopy_cli_path().string(), "--root", d.root().string(), "config", "get", "com.x", "a"});
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_EQ(r.output, "1\n");
+  }
+  bool kept = false;
+  for (const auto& e : fs::directory_iterator(store.parent_path()))
+    kept |= e.path().filename().string().rfind("store.json.corrupt-", 0) == 0;
+  EXPECT_TRUE(kept) << "the damaged snapshot is moved aside, never deleted";
+
+  // Snapshot and backup damaged: canopyd refuses to start and says what it kept.
+  write_file(store, "garbage{");
+  write_file(store.string() + ".bak", "also garbage");
+  auto r = run_command({canopyd_path().string(), "--root", (dir.path() / "root").string(), "--foreground"}, 20s);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("the backup is corrupt too"));
+  EXPECT_THAT(r.output, HasSubstr("The damaged files are kept for inspection"));
+}
+
 TEST(Daemon, VersionPrintsVersionAndGitHash) {
   auto r = run_command({canopyd_path().string(), "--version"});
   EXPECT_EQ(r.exit_code, 0);
