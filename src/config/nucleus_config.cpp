@@ -213,7 +213,7 @@ result<Loaded> parse(std::string_view text, std::string_view file_name) {
                            {"maxConnections", r.integer(c.ipc.max_connections, 1, 100000)},
                            {"maxStreamsPerConnection", r.integer(c.ipc.max_streams_per_connection, 1, 100000)},
                            {"maxFramePayloadBytes",
-                            r.integer(c.ipc.max_frame_payload_bytes, 1024, 16u << 20, "bytes")},
+                            r.integer(c.ipc.max_frame_payload_bytes, 1024, 8u << 20, "bytes")},
                            {"maxQueuedBytesPerConnection",
                             r.integer(c.ipc.max_queued_bytes_per_connection, 64u << 10, 1u << 30, "bytes")},
                            {"slowReaderPolicy", r.choice(c.ipc.slow_reader_policy,

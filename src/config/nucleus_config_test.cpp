@@ -226,7 +226,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "ipc.slowReaderPolicy: expected one of drop-oldest, disconnect, got \"block\""},
         BadCase{"framePayloadTooBig",
                 "services:\n  canopy.Nucleus:\n    configuration:\n      ipc:\n        maxFramePayloadBytes: 99999999\n",
-                "ipc.maxFramePayloadBytes: expected a number of bytes from 1024 to 16777216"},
+                "ipc.maxFramePayloadBytes: expected a number of bytes from 1024 to 8388608"},
         BadCase{"recursiveAlias", "services:\n  com.x: &a {b: *a}\n",
                  "services.com.x: nested more than 128 levels deep (or a recursive alias)"},
         BadCase{"topLevelList", "- a\n- b\n", "config.yaml:1: : expected a mapping of keys, got a list"}),

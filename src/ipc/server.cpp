@@ -62,8 +62,9 @@ Message rpc_message(MessageType type, std::int32_t flags, std::int32_t stream_id
   return m;
 }
 
-// Frames the server builds always fit the codec's limits (names are constants, bodies are
-// capped by the payload limit of what they answer), so an encode failure is a bug.
+// Frames built only from the server's own constants always fit the codec's limits; a failure
+// there is a bug. Frames carrying a client's or a handler's data (Ping echoes, responses,
+// events) use encode() and handle its error.
 std::string encode_frame(const Message& m) {
   std::string out;
   if (auto r = encode(m, out); !r) throw std::logic_error("cannot encode an IPC frame: " + r.error().message);
@@ -254,6 +255,9 @@ class Session final : public std::enable_shared_from_this<Session> {
 
   Server::Strand& strand() { return strand_; }
 
+  // Any thread: an event that could not be encoded.
+  void count_dropped_event() { server_->stats_->events_dropped++; }
+
  private:
   struct Outgoing {
     std::string frame;
@@ -372,7 +376,14 @@ class Session final : public std::enable_shared_from_this<Session> {
           for (const Header& h : m.headers)
             if (!h.name.empty() && h.name[0] != ':') pong.headers.push_back(h);
           pong.payload = std::move(m.payload);
-          queue(encode_frame(pong), false);
+          auto frame = encode(pong);
+          if (!frame) {
+            // The decoder accepts a little more than the encoder writes (names up to 255
+            // bytes, values up to 65535); such a Ping cannot be echoed.
+            protocol_error("cannot echo this Ping: " + frame.error().message);
+            return;
+          }
+          queue(std::move(*frame), false);
           return;
         }
         case MessageType::ping_response: return;
@@ -578,9 +589,25 @@ void ServerStream::send(std::string body, std::string_view shape, MessageType ty
   m.payload = std::move(body);
   auto session = session_.lock();
   if (!session) return;
-  const bool terminate = (flags & kFlagTerminateStream) != 0;
+  bool terminate = (flags & kFlagTerminateStream) != 0;
   // Encode here, off the session strand: with more loop threads this spreads the work.
-  net::post(strand_, [session, frame = encode_frame(m), droppable, terminate, id = id_]() mutable {
+  auto encoded = encode(m);
+  if (!encoded) {
+    // Only a body past the codec's 16 MiB frame bound gets here. An event is dropped and
+    // counted; a response becomes a ServiceError so the caller is not left waiting.
+    log::get("ipc")->error("ipc stream={} cannot send a {} frame: {}", id_, shape, encoded.error().message);
+    if (droppable) {
+      session->count_dropped_event();
+      return;
+    }
+    Message err = rpc_message(MessageType::application_error, kFlagTerminateStream, id_);
+    err.headers.push_back(Header::string(std::string(kHeaderContentType), std::string(kContentTypeJson)));
+    err.headers.push_back(Header::string(std::string(kHeaderServiceModelType), "aws.greengrass#ServiceError"));
+    err.payload = error_payload({ErrorShape::service, "the response is too large to send"}).dump();
+    encoded = encode_frame(err);
+    terminate = true;
+  }
+  net::post(strand_, [session, frame = std::move(*encoded), droppable, terminate, id = id_]() mutable {
     session->queue(std::move(frame), droppable);
     if (terminate) session->end_stream(id);
   });

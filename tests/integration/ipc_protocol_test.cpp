@@ -823,6 +823,31 @@ TEST_F(IpcProtocol, PingIsEchoedWithItsCustomHeadersAndPayload) {
   EXPECT_TRUE(still_serves());
 }
 
+TEST_F(IpcProtocol, PingWithAHeaderTooLongToEchoIsAProtocolErrorNotACrash) {
+  start();
+  auto c = connected_client();
+  // Hand-built: the codec decodes header names up to 255 bytes but writes at most 127.
+  std::string headers;
+  const auto add_int32 = [&](std::string_view name, std::uint32_t v) {
+    headers.push_back(static_cast<char>(name.size()));
+    headers += name;
+    headers.push_back(4);
+    put_be32(headers, v);
+  };
+  add_int32(":message-type", static_cast<std::uint32_t>(MessageType::ping));
+  add_int32(":message-flags", 0);
+  add_int32(":stream-id", 0);
+  headers.push_back(static_cast<char>(200));
+  headers += std::string(200, 'x');
+  headers += std::string("\x07\x00\x01v", 4);
+  std::string f = prelude(static_cast<std::uint32_t>(16 + headers.size()), static_cast<std::uint32_t>(headers.size()));
+  f += headers;
+  put_be32(f, crc32(f));
+  ASSERT_TRUE(c->send_raw(f));
+  EXPECT_TRUE(protocol_error_then_eof(*c, "cannot echo this Ping"));
+  EXPECT_TRUE(still_serves());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Operations (§8.2, §8.3, §11)
 // ---------------------------------------------------------------------------------------------
