@@ -513,7 +513,14 @@ class Session final : public std::enable_shared_from_this<Session> {
     }
     net::post(server_->services_, [server = server_, caller = *identity_, operation = std::move(operation),
                                    request = std::move(request), parsed = std::move(parsed), stream]() mutable {
-      server->dispatch(caller, std::move(operation), std::move(request), std::move(parsed), std::move(stream));
+      // Nothing a request contains may stop the loop: any exception (in authorization's
+      // resource extraction, a handler, ...) becomes a ServiceError for this call only.
+      try {
+        server->dispatch(caller, operation, std::move(request), std::move(parsed), stream);
+      } catch (const std::exception& e) {
+        server->log_->error("ipc component={} operation={} failed: {}", caller.name, operation, e.what());
+        stream->fail({ErrorShape::service, fmt::format("{} failed inside canopyd; see its log", operation)});
+      }
     });
   }
 
@@ -659,16 +666,18 @@ void Server::Impl::dispatch(const Identity& caller, std::string operation, nlohm
                        fmt::format("{} is not authorized to perform {}: only the canopy CLI may", caller.name, op->name)});
     return;
   }
-  if (!op->destination.empty() && !caller.is_external()) {
-    std::vector<std::string> resources = {"*"};
-    if (op->resources) {
-      auto r = op->resources(call);
-      if (!r) {
-        call.stream->fail({ErrorShape::invalid_arguments, r.error().message});
-        return;
-      }
-      resources = std::move(*r);
+  // The resources also validate the request, so they are read for every caller; the
+  // policies bind components only (the CLI's token is root's or the operators' group's).
+  std::vector<std::string> resources = {"*"};
+  if (op->resources) {
+    auto r = op->resources(call);
+    if (!r) {
+      call.stream->fail({ErrorShape::invalid_arguments, r.error().message});
+      return;
     }
+    resources = std::move(*r);
+  }
+  if (!op->destination.empty() && !caller.is_external()) {
     for (const auto& resource : resources) {
       const auto decision = authorizer_.check(caller.name, op->destination, op->name, resource);
       if (!decision.allowed) {
