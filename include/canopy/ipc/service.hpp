@@ -91,13 +91,13 @@ struct Call {
 /// One operation the server serves.
 struct Operation {
   std::string name;          ///< `aws.greengrass#PublishToTopic`
-  std::string destination;   ///< accessControl service (`aws.greengrass.ipc.pubsub`); empty: no policy
+  std::string destination = {};  ///< accessControl service (`aws.greengrass.ipc.pubsub`); empty: no policy
   bool streaming = false;
   bool external_only = false;  ///< only external clients (the CLI) may call it
   /// The resources a call touches, each checked against the policies (e.g. the topic, or
   /// every metric name). Unset: the resource is "*". An Error here is answered with
   /// InvalidArgumentsError.
-  std::function<result<std::vector<std::string>>(const Call&)> resources;
+  std::function<result<std::vector<std::string>>(const Call&)> resources = {};
   /// Handles the call; runs on the services executor. Must answer through call.stream
   /// (now or later).
   std::function<void(Call&)> handle;

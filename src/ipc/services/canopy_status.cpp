@@ -6,10 +6,7 @@ namespace canopy::ipc::services {
 void add_canopy_status(OperationTable& table, ServiceContext& ctx) {
   table.add({
       .name = "canopy#GetStatus",
-      .destination = "",
-      .streaming = false,
       .external_only = true,
-      .resources = {},
       .handle =
           [&ctx](Call& call) {
             nlohmann::json status = ctx.status ? ctx.status() : nlohmann::json::object();

@@ -6,10 +6,6 @@ namespace canopy::ipc::services {
 void add_get_configuration(OperationTable& table, ServiceContext& ctx) {
   table.add({
       .name = "aws.greengrass#GetConfiguration",
-      .destination = "",
-      .streaming = false,
-      .external_only = false,
-      .resources = {},
       .handle =
           [&ctx](Call& call) {
             auto component = target_component(call, "GetConfiguration");

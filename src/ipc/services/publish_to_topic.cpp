@@ -332,8 +332,6 @@ void add_publish_to_topic(OperationTable& table, ServiceContext& ctx) {
   table.add({
       .name = "aws.greengrass#PublishToTopic",
       .destination = "aws.greengrass.ipc.pubsub",
-      .streaming = false,
-      .external_only = false,
       .resources = [](const Call& call) -> result<std::vector<std::string>> {
         const PublishRequest& request = publish_request(call);
         if (!request.topic || request.topic->empty())

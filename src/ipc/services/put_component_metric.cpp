@@ -38,8 +38,6 @@ void add_put_component_metric(OperationTable& table, ServiceContext& ctx) {
   table.add({
       .name = "aws.greengrass#PutComponentMetric",
       .destination = "aws.greengrass.ipc.componentmetric",
-      .streaming = false,
-      .external_only = false,
       .resources = [](const Call& call) -> result<std::vector<std::string>> {
         auto metrics = parse_metrics(call.request);
         if (!metrics) return metrics.error();

@@ -7,10 +7,7 @@ namespace canopy::ipc::services {
 void add_subscribe_to_configuration_update(OperationTable& table, ServiceContext& ctx) {
   table.add({
       .name = "aws.greengrass#SubscribeToConfigurationUpdate",
-      .destination = "",
       .streaming = true,
-      .external_only = false,
-      .resources = {},
       .handle =
           [&ctx](Call& call) {
             auto component = target_component(call, "SubscribeToConfigurationUpdate");

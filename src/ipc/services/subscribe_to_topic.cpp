@@ -39,7 +39,6 @@ void add_subscribe_to_topic(OperationTable& table, ServiceContext& ctx) {
       .name = "aws.greengrass#SubscribeToTopic",
       .destination = "aws.greengrass.ipc.pubsub",
       .streaming = true,
-      .external_only = false,
       .resources = [](const Call& call) -> result<std::vector<std::string>> {
         auto topic = required_string(call.request, "SubscribeToTopic", "topic");
         if (!topic) return topic.error();

@@ -51,10 +51,6 @@ void merge_configuration(ServiceContext& ctx, Call& call, const std::string& com
 void add_update_configuration(OperationTable& table, ServiceContext& ctx) {
   table.add({
       .name = "aws.greengrass#UpdateConfiguration",
-      .destination = "",
-      .streaming = false,
-      .external_only = false,
-      .resources = {},
       .handle =
           [&ctx](Call& call) {
             if (call.caller.is_external()) {
@@ -71,10 +67,7 @@ void add_update_configuration(OperationTable& table, ServiceContext& ctx) {
 void add_canopy_update_configuration(OperationTable& table, ServiceContext& ctx) {
   table.add({
       .name = "canopy#UpdateConfiguration",
-      .destination = "",
-      .streaming = false,
       .external_only = true,
-      .resources = {},
       .handle =
           [&ctx](Call& call) {
             auto component = target_component(call, "UpdateConfiguration");

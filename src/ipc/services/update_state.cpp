@@ -6,10 +6,6 @@ namespace canopy::ipc::services {
 void add_update_state(OperationTable& table, ServiceContext& ctx) {
   table.add({
       .name = "aws.greengrass#UpdateState",
-      .destination = "",
-      .streaming = false,
-      .external_only = false,
-      .resources = {},
       .handle =
           [&ctx](Call& call) {
             auto state = required_string(call.request, "UpdateState", "state");

@@ -9,9 +9,6 @@ void add_validate_authorization_token(OperationTable& table, ServiceContext& ctx
   table.add({
       .name = "aws.greengrass#ValidateAuthorizationToken",
       .destination = "aws.greengrass.ipc.auth",
-      .streaming = false,
-      .external_only = false,
-      .resources = {},
       .handle =
           [&ctx](Call& call) {
             auto token = required_string(call.request, "ValidateAuthorizationToken", "token");

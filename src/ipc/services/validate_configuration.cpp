@@ -11,10 +11,7 @@ namespace canopy::ipc::services {
 void add_subscribe_to_validate_configuration_updates(OperationTable& table, ServiceContext& ctx) {
   table.add({
       .name = "aws.greengrass#SubscribeToValidateConfigurationUpdates",
-      .destination = "",
       .streaming = true,
-      .external_only = false,
-      .resources = {},
       .handle =
           [&ctx](Call& call) {
             if (call.caller.is_external()) {
@@ -38,10 +35,6 @@ void add_subscribe_to_validate_configuration_updates(OperationTable& table, Serv
 void add_send_configuration_validity_report(OperationTable& table, ServiceContext& ctx) {
   table.add({
       .name = "aws.greengrass#SendConfigurationValidityReport",
-      .destination = "",
-      .streaming = false,
-      .external_only = false,
-      .resources = {},
       .handle =
           [&ctx](Call& call) {
             const auto report = call.request.find("configurationValidityReport");
