@@ -42,6 +42,12 @@ Payload Payload::binary(std::string_view bytes) {
   return binary(std::vector<std::uint8_t>(bytes.begin(), bytes.end()));
 }
 
+Payload Payload::binary(std::vector<std::uint8_t> bytes, std::string base64) {
+  Payload p(Message(std::in_place_index<1>, std::move(bytes)));
+  p.base64_ = std::move(base64);
+  return p;
+}
+
 nlohmann::json Payload::json_message() const {
   if (const auto* text = std::get_if<2>(&message_)) return nlohmann::json::parse(text->text);
   return std::get<0>(message_);

@@ -464,3 +464,17 @@ TEST(Router, StatsCountEverything) {
 
 }  // namespace
 }  // namespace canopy::pubsub
+
+namespace canopy::pubsub {
+namespace {
+
+TEST(PayloadBase64, KeepsTheTextItWasDecodedFrom) {
+  const Payload p = Payload::binary(std::vector<std::uint8_t>{'h', 'i'}, "aGk=");
+  ASSERT_TRUE(p.is_binary());
+  EXPECT_EQ(p.binary_base64(), "aGk=");
+  EXPECT_EQ(p.binary_message(), (std::vector<std::uint8_t>{'h', 'i'}));
+  EXPECT_TRUE(Payload::binary(std::string_view("hi")).binary_base64().empty());
+}
+
+}  // namespace
+}  // namespace canopy::pubsub

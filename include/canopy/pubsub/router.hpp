@@ -61,6 +61,10 @@ class Payload {
   static Payload binary(std::vector<std::uint8_t> bytes);
   /// A binary payload copied from `bytes`.
   static Payload binary(std::string_view bytes);
+  /// A binary payload that also keeps the base64 text it was decoded from, so subscribers
+  /// receive that text without encoding the bytes again. Precondition: `base64` is plain
+  /// base64 (alphabet and padding only) that decodes to `bytes`.
+  static Payload binary(std::vector<std::uint8_t> bytes, std::string base64);
 
   /// True for a JSON payload, in either form (document or text).
   bool is_json() const noexcept { return message_.index() != 1; }
@@ -81,6 +85,8 @@ class Payload {
   const std::string& json_text() const { return std::get<2>(message_).text; }
   /// The bytes. Precondition: is_binary(); otherwise throws std::bad_variant_access.
   const std::vector<std::uint8_t>& binary_message() const { return std::get<1>(message_); }
+  /// The base64 text a binary payload was made from, or empty when it was made from bytes.
+  const std::string& binary_base64() const noexcept { return base64_; }
 
  private:
   struct JsonText {
@@ -89,6 +95,7 @@ class Payload {
   using Message = std::variant<nlohmann::json, std::vector<std::uint8_t>, JsonText>;
   explicit Payload(Message message) : message_(std::move(message)) {}
   Message message_;
+  std::string base64_;
 };
 
 /// One message handed to one subscriber: what the IPC layer turns into Greengrass's

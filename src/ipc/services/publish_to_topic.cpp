@@ -230,6 +230,11 @@ result<pubsub::Payload> publish_payload(const PublishMessage& pm) {
     return make_error(errc::invalid, "PublishToTopic: binaryMessage.message must be a base64 string");
   auto bytes = base64_decode(pm.binary.message);
   if (!bytes) return make_error(errc::invalid, "PublishToTopic: binaryMessage.message is not valid base64");
+  // Keep the text for the subscribers when it is plain base64 (no whitespace or other bytes
+  // the decoder tolerates), so it is not encoded again for each of them.
+  const bool plain = pm.binary.message.find_first_not_of(
+                         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") == std::string::npos;
+  if (plain) return pubsub::Payload::binary(std::move(*bytes), std::string(pm.binary.message));
   return pubsub::Payload::binary(std::move(*bytes));
 }
 

@@ -27,7 +27,12 @@ std::string event_body(const pubsub::Delivery& d) {
   } else if (d.payload.is_json()) {
     build(kJsonHead, d.payload.json_string(), kJsonContext);
   } else {
-    build(kBinaryHead, base64_encode(std::span(d.payload.binary_message())), kBinaryContext);
+    // The publisher's own base64 text when it is plain base64; encoded afresh otherwise.
+    const std::string& given = d.payload.binary_base64();
+    if (!given.empty() || d.payload.binary_message().empty())
+      build(kBinaryHead, given, kBinaryContext);
+    else
+      build(kBinaryHead, base64_encode(std::span(d.payload.binary_message())), kBinaryContext);
   }
   return body;
 }
