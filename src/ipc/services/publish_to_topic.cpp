@@ -6,6 +6,7 @@
 // publisher's text (Payload::json_text) instead of a document that is serialized again for each.
 // What is accepted and every error stay as they were with nlohmann::json: the whole request is
 // validated, and a member given twice counts with its last value.
+#include <algorithm>
 #include <optional>
 #include <stdexcept>
 
@@ -232,8 +233,11 @@ result<pubsub::Payload> publish_payload(const PublishMessage& pm) {
   if (!bytes) return make_error(errc::invalid, "PublishToTopic: binaryMessage.message is not valid base64");
   // Keep the text for the subscribers when it is plain base64 (no whitespace or other bytes
   // the decoder tolerates), so it is not encoded again for each of them.
-  const bool plain = pm.binary.message.find_first_not_of(
-                         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") == std::string::npos;
+  const bool plain = std::all_of(pm.binary.message.begin(), pm.binary.message.end(), [](char ch) {
+    const auto c = static_cast<unsigned char>(ch);
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/' ||
+           c == '=';
+  });
   if (plain) return pubsub::Payload::binary(std::move(*bytes), std::string(pm.binary.message));
   return pubsub::Payload::binary(std::move(*bytes));
 }
