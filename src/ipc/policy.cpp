@@ -96,7 +96,13 @@ bool run(const Pattern& pat, std::string_view s) {
   };
   cur[0] = 1;
   close(cur);
-  for (const char c : s) {
+  for (std::size_t k = 0; k < s.size(); ++k) {
+    const char c = s[k];
+    // A requested resource may itself be a topic filter (SubscribeToTopic "sensors/#"). Its
+    // wildcard levels are matched literally, except that a policy's single-character `?`
+    // and single-level `+` never stand for them: `sensors/+` must not grant `sensors/#`.
+    const bool wildcard_level = (c == '#' || c == '+') && (k == 0 || s[k - 1] == '/') &&
+                                (k + 1 == s.size() || s[k + 1] == '/');
     std::fill(next.begin(), next.end(), 0);
     bool any = false;
     for (std::size_t i = 0; i < n; ++i) {
@@ -105,9 +111,9 @@ bool run(const Pattern& pat, std::string_view s) {
       std::size_t to = n + 1;  // none
       switch (t.kind) {
         case Kind::literal: if (t.ch == c) to = i + 1; break;
-        case Kind::one: to = i + 1; break;
+        case Kind::one: if (!wildcard_level) to = i + 1; break;
         case Kind::star: to = i; break;
-        case Kind::plus: if (c != '/') to = i; break;
+        case Kind::plus: if (c != '/' && !(wildcard_level && c == '#')) to = i; break;
         case Kind::tail: if (c == '/') to = i + 1; break;
       }
       if (to <= n) {

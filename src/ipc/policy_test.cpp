@@ -287,11 +287,13 @@ INSTANTIATE_TEST_SUITE_P(
     RequestedFilterIsLiteral, Match,
     ::testing::Values(MatchCase{"sensors/#", "sensors/#", M, true}, MatchCase{"sensors/#", "sensors/+/t", M, true},
                       MatchCase{"sensors/*", "sensors/#", M, true},
-                      // Greengrass-compatible widening: `+` covers the one-character level `#`.
-                      MatchCase{"sensors/+", "sensors/#", M, true},
+                      // Stricter than Greengrass: `+` (one level) never grants the whole subtree `#`.
+                      MatchCase{"sensors/+", "sensors/#", M, false},
                       MatchCase{"sensors/+", "sensors/+", M, true},
                       MatchCase{"sensors/a", "sensors/+", M, false}, MatchCase{"sensors/a", "sensors/#", M, false},
-                      MatchCase{"sensors/+/t", "sensors/#", M, false}, MatchCase{"sensors/?", "sensors/#", M, true}));
+                      MatchCase{"sensors/+/t", "sensors/#", M, false}, MatchCase{"sensors/?", "sensors/#", M, false},
+                      MatchCase{"sensors/?", "sensors/+", S, false}, MatchCase{"sensors/?", "sensors/a", S, true},
+                      MatchCase{"a?b", "a+b", S, true}));
 
 TEST(ResourceMatches, PathologicalPatternFinishes) {
   // 200 stars interleaved with `a` against 10k `a`s ending in `b`: exponential for a naive
@@ -315,7 +317,13 @@ TEST(ResourceMatches, PathologicalPatternFinishes) {
   EXPECT_FALSE(resource_matches(std::string(200, '*') + "c", resource, ResourceStyle::standard));
 }
 
-// Exponential but obviously right: `*` any sequence, `?` one byte, MQTT `+` (whole level) any
+// `+` or `#` standing alone as a level of a requested filter.
+bool wildcard_level(std::string_view s, std::size_t k) {
+  return (s[k] == '+' || s[k] == '#') && (k == 0 || s[k - 1] == '/') && (k + 1 == s.size() || s[k + 1] == '/');
+}
+
+// Exponential but obviously right (a requested filter's wildcard levels are not matched by
+// `?` or by MQTT `+`, see RequestedFilterIsLiteral): `*` any sequence, `?` one byte, MQTT `+` (whole level) any
 // run without `/`, MQTT final `/#` the parent level or `/` and anything. No escapes.
 bool reference_match(std::string_view p, std::size_t pi, std::string_view s, std::size_t si, bool mqtt) {
   if (pi == p.size()) return si == s.size();
@@ -331,7 +339,7 @@ bool reference_match(std::string_view p, std::size_t pi, std::string_view s, std
   if (mqtt && c == '+' && level_start && level_end) {
     for (std::size_t k = si; k <= s.size(); ++k) {
       if (reference_match(p, pi + 1, s, k, mqtt)) return true;
-      if (k < s.size() && s[k] == '/') return false;
+      if (k < s.size() && (s[k] == '/' || (s[k] == '#' && wildcard_level(s, k)))) return false;
     }
     return false;
   }
@@ -340,7 +348,7 @@ bool reference_match(std::string_view p, std::size_t pi, std::string_view s, std
   }
   if (mqtt && c == '#' && p.size() == 1) return true;
   if (si == s.size()) return false;
-  if (c == '?' || c == s[si]) return reference_match(p, pi + 1, s, si + 1, mqtt);
+  if ((c == '?' && !wildcard_level(s, si)) || c == s[si]) return reference_match(p, pi + 1, s, si + 1, mqtt);
   return false;
 }
 

@@ -87,9 +87,11 @@ result<void> validate_resource(std::string_view resource, std::string_view desti
 ///   characters; a final `/#` matches the parent level itself (`a/#` matches `a`) or `/`
 ///   followed by anything; a pattern that is just `#` matches everything. `+` or `#` not used
 ///   as a whole level are literal.
-/// A requested MQTT filter is matched as a string, like the Greengrass nucleus does: policy
-/// `sensors/#` allows `sensors/#` and `sensors/a/b`; policy `sensors/*` allows `sensors/#`;
-/// policy `sensors/+` allows `sensors/#` too (the `#` is one character of one level).
+/// A requested topic filter is matched as a string, like the Greengrass nucleus does (policy
+/// `sensors/#` allows `sensors/#` and `sensors/a/b`; policy `sensors/*` allows `sensors/#`),
+/// with one deliberate difference: a `+` or `#` that is a whole level of the request is never
+/// matched by the policy's `?` or MQTT `+`, so policy `sensors/+` does not grant the whole
+/// subtree `sensors/#` (Greengrass lets it) and `sensors/?` grants neither `sensors/+` nor `sensors/#`.
 /// Runs in O(len(pattern) * len(resource)) time, never exponential. Pure; thread-safe.
 bool resource_matches(std::string_view pattern, std::string_view resource, ResourceStyle style);
 
