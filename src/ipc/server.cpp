@@ -34,26 +34,6 @@ namespace {
 constexpr std::int32_t kFlagConnectionAccepted = message_flags::connection_accepted;
 constexpr std::int32_t kFlagTerminateStream = message_flags::terminate_stream;
 
-// Header lookup as the CRT does it: names compared case-insensitively, int32 type only.
-std::optional<std::int32_t> rpc_int32(const Message& m, std::string_view name) {
-  for (const Header& h : m.headers) {
-    if (h.name.size() != name.size()) continue;
-    bool same = true;
-    for (std::size_t i = 0; i < name.size() && same; ++i)
-      same = std::tolower(static_cast<unsigned char>(h.name[i])) == static_cast<unsigned char>(name[i]);
-    if (!same) continue;
-    if (const auto* v = std::get_if<std::int32_t>(&h.value)) return *v;
-  }
-  return std::nullopt;
-}
-
-std::optional<std::string> string_value(const Message& m, std::string_view name) {
-  for (const Header& h : m.headers)
-    if (h.name == name)
-      if (const auto* v = std::get_if<std::string>(&h.value)) return *v;
-  return std::nullopt;
-}
-
 Message rpc_message(MessageType type, std::int32_t flags, std::int32_t stream_id) {
   Message m;
   m.headers.push_back(Header::int32(std::string(kHeaderMessageType), static_cast<std::int32_t>(type)));
@@ -351,9 +331,9 @@ class Session final : public std::enable_shared_from_this<Session> {
   }
 
   void on_message(Message m) {
-    const auto type = rpc_int32(m, kHeaderMessageType);
-    const auto flags = rpc_int32(m, kHeaderMessageFlags).value_or(0);
-    const auto stream = rpc_int32(m, kHeaderStreamId);
+    const auto type = m.int32(kHeaderMessageType);
+    const auto flags = m.int32(kHeaderMessageFlags).value_or(0);
+    const auto stream = m.int32(kHeaderStreamId);
     if (!type || !stream) {
       protocol_error("every message needs int32 headers :message-type and :stream-id");
       return;
@@ -401,9 +381,10 @@ class Session final : public std::enable_shared_from_this<Session> {
   }
 
   void on_connect(const Message& m) {
-    const auto version = string_value(m, kHeaderVersion);
+    // Message::int32/string look names up case-insensitively and by type, as the CRT does.
+    const auto version = m.string(kHeaderVersion);
     if (!version || *version != kEventStreamVersion) {
-      reject_connect(fmt::format("unsupported :version \"{}\" (expected 0.1.0)", version.value_or("")));
+      reject_connect(fmt::format("unsupported :version \"{}\" (expected 0.1.0)", version.value_or(std::string_view())));
       return;
     }
     std::string token;
@@ -459,14 +440,14 @@ class Session final : public std::enable_shared_from_this<Session> {
         return;
       }
       last_stream_id_ = id;
-      auto operation = string_value(m, kHeaderOperation);
+      const auto operation = m.string(kHeaderOperation);
       if (!operation) {
         protocol_error(
             "The first message for on a non-zero :stream-id must contain an operation header value.");
         return;
       }
       if (terminate) return;  // a first message that already terminates is ignored (Java)
-      start_operation(id, std::move(*operation), std::move(m.payload));
+      start_operation(id, std::string(*operation), std::move(m.payload));
       return;
     }
     const auto it = streams_.find(id);
