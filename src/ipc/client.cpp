@@ -25,6 +25,15 @@ Message rpc(MessageType type, std::int32_t flags, std::int32_t stream) {
   return m;
 }
 
+// The first (and only) frame of an operation on stream `id`.
+result<std::string> request_frame(std::int32_t id, std::string_view operation, std::string body) {
+  Message m = rpc(MessageType::application_message, 0, id);
+  m.headers.push_back(Header::string(std::string(kHeaderOperation), std::string(operation)));
+  m.headers.push_back(Header::string(std::string(kHeaderContentType), std::string(kContentTypeJson)));
+  m.payload = std::move(body);
+  return encode(m);
+}
+
 Error error_from_payload(std::string_view shape, const std::string& payload) {
   std::string message = payload;
   std::string code;
@@ -132,11 +141,7 @@ bool Client::send_frame(const std::string& frame) {
 bool Client::call_async(std::string_view operation, std::string request_json, Done done) {
   std::lock_guard wlock(write_mutex_);
   const std::int32_t id = last_stream_id_ + 1;
-  Message m = rpc(MessageType::application_message, 0, id);
-  m.headers.push_back(Header::string(std::string(kHeaderOperation), std::string(operation)));
-  m.headers.push_back(Header::string(std::string(kHeaderContentType), std::string(kContentTypeJson)));
-  m.payload = std::move(request_json);
-  auto frame = encode(m);
+  auto frame = request_frame(id, operation, std::move(request_json));
   if (!frame) {
     done(make_error(errc::invalid, frame.error().message));
     return false;
@@ -195,11 +200,7 @@ result<std::unique_ptr<Client::Stream>> Client::subscribe(std::string_view opera
   {
     std::lock_guard wlock(write_mutex_);
     id = last_stream_id_ + 1;
-    Message m = rpc(MessageType::application_message, 0, id);
-    m.headers.push_back(Header::string(std::string(kHeaderOperation), std::string(operation)));
-    m.headers.push_back(Header::string(std::string(kHeaderContentType), std::string(kContentTypeJson)));
-    m.payload = request.dump();
-    auto frame = encode(m);
+    auto frame = request_frame(id, operation, request.dump());
     if (!frame) return frame.error();
     {
       std::lock_guard lock(mutex_);
