@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libboost1.81-dev libssl-dev libpaho-mqttpp-dev libpaho-mqtt-dev nlohmann-json3-dev
   libsqlite3-dev libspdlog-dev libyaml-cpp-dev libgtest-dev libgmock-dev libsystemd-dev
-  libcli11-dev zlib1g-dev libmosquitto-dev libsimdjson-dev
+  libcli11-dev zlib1g-dev libmosquitto-dev libsimdjson-dev libzip-dev libacl1-dev
   mosquitto mosquitto-clients
   # test and packaging tools
   systemd dpkg-dev file openssl procps iproute2

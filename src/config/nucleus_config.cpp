@@ -237,6 +237,18 @@ result<Loaded> parse(std::string_view text, std::string_view file_name) {
                             }},
                        });
                }},
+              {"lifecycle",
+               [&](const YAML::Node& ln, const std::string& lp) {
+                 r.map(ln, lp,
+                       {
+                           {"brokenAfterErrors", r.integer(c.lifecycle.broken_after_errors, 1, 1000)},
+                           {"errorResetTimeSeconds", r.integer(c.lifecycle.error_reset_seconds, 1, kMaxU32, "seconds")},
+                           {"restartBackoffInitialMs", r.integer(c.lifecycle.backoff_initial_ms, 0, 3'600'000, "milliseconds")},
+                           {"restartBackoffMaxMs", r.integer(c.lifecycle.backoff_max_ms, 0, 86'400'000, "milliseconds")},
+                           {"stopGraceSeconds", r.integer(c.lifecycle.stop_grace_seconds, 0, 3600, "seconds")},
+                           {"deploymentTimeoutSeconds", r.integer(c.lifecycle.deployment_timeout_seconds, 1, 86400, "seconds")},
+                       });
+               }},
               {"runWithDefault",
                [&](const YAML::Node& wn, const std::string& wp) {
                  r.map(wn, wp, {{"posixUser", [&](const YAML::Node& un, const std::string& up) {

@@ -4,7 +4,11 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <set>
 #include <string>
+#include <vector>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -14,10 +18,15 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
+#include <acl/libacl.h>
+#include <sys/acl.h>
 #include <systemd/sd-daemon.h>
 
 #include "canopy/config/nucleus_config.hpp"
 #include "canopy/config/store.hpp"
+#include "canopy/deploy/deployer.hpp"
+#include "canopy/lifecycle/manager.hpp"
+#include "canopy/lifecycle/process.hpp"
 #include "canopy/ipc/policy.hpp"
 #include "canopy/ipc/server.hpp"
 #include "canopy/ipc/services.hpp"
@@ -160,8 +169,121 @@ class Daemon {
       return r;
     server_ = std::make_unique<ipc::Server>(io_, services_, sc, operations_, tokens_, authorizer_);
     if (auto r = server_->start(); !r) return r;
+    if (auto r = build_lifecycle(sc.socket_path); !r) return r;
     return ok();
   }
+
+  // Components: stop what a previous canopyd left running, then the lifecycle manager and the
+  // deployment queue, which starts every deployed component.
+  result<void> build_lifecycle(const fs::path& socket_path) {
+    processes_ = std::make_unique<lifecycle::ProcessTable>(layout_.deployments_dir() / "processes.json");
+    const auto cleanup = processes_->stop_leftovers(std::chrono::seconds(config_.lifecycle.stop_grace_seconds) + 1s);
+    for (const auto& w : cleanup.warnings) log_->warn("leftover processes: {}", w);
+    for (const auto& rec : cleanup.stopped)
+      log_->warn("component={} step={} was still running from a previous canopyd (process group {}); stopped it",
+                 rec.component, rec.step, rec.pgid);
+    launcher_ = std::make_unique<lifecycle::Launcher>(services_);
+    cgroups_ = std::make_unique<lifecycle::Cgroups>(lifecycle::Cgroups::detect());
+    if (!cgroups_->available()) log_->info("component resource limits are not applied: {}", cgroups_->reason());
+
+    lifecycle::ManagerSettings ms;
+    ms.layout = layout_;
+    ms.thing_name = thing_name();
+    ms.region = config_.aws_region;
+    ms.ggc_version = std::string(kVersion);
+    ms.socket_path = socket_path;
+    ms.root_ca_path = config_.root_ca_path;
+    ms.default_posix_user = config_.run_with_default.posix_user;
+    ms.log_file_bytes = config_.logging.file_size_kb * 1024;
+    ms.log_files = config_.logging.max_files;
+    ms.broken_after_errors = config_.lifecycle.broken_after_errors;
+    ms.error_window = std::chrono::seconds(config_.lifecycle.error_reset_seconds);
+    ms.backoff_initial = std::chrono::milliseconds(config_.lifecycle.backoff_initial_ms);
+    ms.backoff_max = std::chrono::milliseconds(config_.lifecycle.backoff_max_ms);
+    ms.stop_grace = std::chrono::seconds(config_.lifecycle.stop_grace_seconds);
+    ms.cgroups = cgroups_.get();
+    lifecycle::ManagerHooks mh;
+    mh.issue_token = [this](const std::string& name, uid_t uid) {
+      return tokens_.issue(ipc::Identity{ipc::Identity::Kind::component, name, uid, std::nullopt});
+    };
+    mh.revoke_token = [this](const std::string& name) { tokens_.revoke(name); };
+    mh.on_state = [this](const std::string& name, lifecycle::State st) {
+      if (deployer_) deployer_->on_component_state(name, st);
+    };
+    mh.allow_socket_group = [this, socket_path](gid_t gid) { allow_socket_group(socket_path, gid); };
+    mh.on_bootstrap_restart = [this](const std::string& name, int code) {
+      log_->warn("component={} Bootstrap asked for {} (exit code {}); canopyd restarts itself once the deployment "
+                 "finishes{}",
+                 name, code == 101 ? "a device reboot" : "a canopyd restart", code,
+                 code == 101 ? " (Canopy never reboots the device; reboot it yourself if the component needs it)" : "");
+      restart_requested_ = true;
+      wait_for_restart();
+    };
+    manager_ = std::make_unique<lifecycle::Manager>(services_, ms, *store_, *launcher_, *processes_, mh);
+
+    deploy::Settings ds;
+    ds.layout = layout_;
+    ds.platform = deploy::detect_platform();
+    ds.default_posix_user = config_.run_with_default.posix_user;
+    ds.deployment_timeout = std::chrono::seconds(config_.lifecycle.deployment_timeout_seconds);
+    deploy::Hooks dh;
+    dh.pre_update = [this](const std::string& id, std::chrono::seconds timeout, std::function<void(std::int64_t)> done) {
+      ipc::notify_component_update(*ctx_, id, timeout, std::move(done));
+    };
+    dh.post_update = [this](const std::string& id) { ipc::notify_component_updated(*ctx_, id); };
+    deployer_ = std::make_unique<deploy::Deployer>(services_, ds, *store_, *manager_, dh);
+    ctx_->manager = manager_.get();
+    ctx_->deployer = deployer_.get();
+    ctx_->on_state_reported = [this](const std::string& name, const std::string& st) { manager_->report_state(name, st); };
+    return deployer_->start();
+  }
+
+  std::string thing_name() const {
+    if (!config_.thing_name.empty()) return config_.thing_name;
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    return host;
+  }
+
+  // Components run as their own users, never in the operators' group (whose members can read
+  // the CLI token); a POSIX ACL entry lets their group connect to the 0660 socket instead.
+  void allow_socket_group(const fs::path& socket, gid_t gid) {
+    if (allowed_groups_.count(gid)) return;
+    acl_t acl = acl_get_file(socket.c_str(), ACL_TYPE_ACCESS);
+    bool done = false;
+    if (acl) {
+      acl_entry_t entry;
+      acl_permset_t perms;
+      if (acl_create_entry(&acl, &entry) == 0 && acl_set_tag_type(entry, ACL_GROUP) == 0 &&
+          acl_set_qualifier(entry, &gid) == 0 && acl_get_permset(entry, &perms) == 0 && acl_clear_perms(perms) == 0 &&
+          acl_add_perm(perms, ACL_READ) == 0 && acl_add_perm(perms, ACL_WRITE) == 0 && acl_calc_mask(&acl) == 0 &&
+          acl_set_file(socket.c_str(), ACL_TYPE_ACCESS, acl) == 0)
+        done = true;
+      acl_free(acl);
+    }
+    if (!done) {
+      log_->error("cannot let group {} connect to the IPC socket {} (POSIX ACL: {}); components running in that group "
+                  "cannot use IPC. Add their user to the socket's group or mount the file system with ACL support",
+                  gid, socket.string(), std::strerror(errno));
+      return;
+    }
+    allowed_groups_.insert(gid);
+    log_->info("IPC socket {}: group {} may connect (POSIX ACL)", socket.string(), gid);
+  }
+
+  // A Bootstrap step asked for a restart: wait until no deployment runs, then stop and re-exec.
+  void wait_for_restart() {
+    auto t = std::make_shared<net::steady_timer>(services_, 200ms);
+    t->async_wait([this, t](const boost::system::error_code& ec) {
+      if (ec || stopping_) return;
+      if (deployer_ && deployer_->busy()) return wait_for_restart();
+      shutdown("a Bootstrap step's restart request");
+    });
+  }
+
+ public:
+  bool restart_requested() const { return restart_requested_; }
+
 
   int run(StartupPipe& startup) {
     started_ = std::chrono::steady_clock::now();
@@ -206,16 +328,22 @@ class Daemon {
       exit_code_ = kExitFailure;
       io_.stop();
     });
-    // Stop accepting IPC and close the connections (their subscriptions end), then leave
-    // the loop once the closes have run. Later issues stop components, spool and cloud here.
-    if (server_) server_->stop();
-    net::post(services_, [this] {
-      final_.expires_after(std::chrono::milliseconds(20));
-      final_.async_wait([this](const boost::system::error_code&) {
-        shutdown_deadline_.cancel();
-        io_.stop();
+    // Stop the components in reverse dependency order (their Shutdown steps may still use
+    // IPC), then stop accepting IPC and close the connections, then leave the loop once the
+    // closes have run. Later issues flush the spool and close the cloud link here.
+    auto after_components = [this] {
+      log_->info("components stopped");
+      if (server_) server_->stop();
+      net::post(services_, [this] {
+        final_.expires_after(std::chrono::milliseconds(20));
+        final_.async_wait([this](const boost::system::error_code&) {
+          shutdown_deadline_.cancel();
+          io_.stop();
+        });
       });
-    });
+    };
+    if (manager_) net::post(services_, [this, after_components] { manager_->stop_all(after_components); });
+    else after_components();
   }
 
   void reload_policies(const std::string& component) {
@@ -263,7 +391,20 @@ class Daemon {
           {"published", router_.stats().published},
           {"deliveries", router_.stats().deliveries}}},
         {"reportedStates", states},
+        {"components", components_summary()},
     };
+  }
+
+  nlohmann::json components_summary() const {
+    nlohmann::json byState = nlohmann::json::object();
+    std::size_t total = 0;
+    if (manager_)
+      for (const auto& i : manager_->list()) {
+        ++total;
+        const std::string st(lifecycle::to_string(i.state));
+        byState[st] = byState.value(st, 0) + 1;
+      }
+    return {{"total", total}, {"byState", byState}, {"deploymentInProgress", deployer_ && deployer_->busy()}};
   }
 
   void reload_logging() {
@@ -333,6 +474,13 @@ class Daemon {
   std::unique_ptr<ipc::ServiceContext> ctx_;
   config::SubscriptionId policy_subscription_ = 0;
   std::unique_ptr<ipc::Server> server_;
+  std::unique_ptr<lifecycle::ProcessTable> processes_;
+  std::unique_ptr<lifecycle::Launcher> launcher_;
+  std::unique_ptr<lifecycle::Cgroups> cgroups_;
+  std::unique_ptr<lifecycle::Manager> manager_;
+  std::unique_ptr<deploy::Deployer> deployer_;
+  std::set<gid_t> allowed_groups_;
+  bool restart_requested_ = false;
   net::steady_timer final_{io_};
   net::signal_set signals_{io_, SIGTERM, SIGINT, SIGHUP};
   net::steady_timer watchdog_{io_};
@@ -342,6 +490,21 @@ class Daemon {
   bool stopping_ = false;
   int exit_code_ = kExitOk;
 };
+
+// Replaces this process with a fresh canopyd with the same command line (a Bootstrap step's
+// restart request). The lock is released by exec (its descriptor is close-on-exec).
+void reexec(const std::shared_ptr<spdlog::logger>& log) {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  for (std::string a; std::getline(in, a, '\0');) args.push_back(a);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  log->info("restarting canopyd");
+  log::flush();
+  ::execv("/proc/self/exe", argv.data());
+  log->error("cannot restart canopyd: {}", std::strerror(errno));
+}
 
 }  // namespace
 
@@ -393,7 +556,9 @@ int run(const Options& options) {
       log::flush();
       return fail(kExitFailure, r.error().message);
     }
-    return daemon.run(startup);
+    const int code = daemon.run(startup);
+    if (code == kExitOk && daemon.restart_requested()) reexec(log);
+    return code;
   } catch (const std::exception& e) {
     log->critical("canopyd failed: {}", e.what());
     log::flush();

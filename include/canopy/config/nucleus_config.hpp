@@ -51,6 +51,16 @@ struct RunWithDefault {
   std::string posix_user = "ggc_user:ggc_group";
 };
 
+/// services.canopy.Nucleus.configuration.lifecycle (component supervision)
+struct LifecycleConfig {
+  std::uint32_t broken_after_errors = 3;        ///< brokenAfterErrors: errors within the window that make BROKEN
+  std::uint64_t error_reset_seconds = 3600;     ///< errorResetTimeSeconds: the window
+  std::uint64_t backoff_initial_ms = 1000;      ///< restartBackoffInitialMs: first retry delay, doubled per error
+  std::uint64_t backoff_max_ms = 60'000;        ///< restartBackoffMaxMs
+  std::uint64_t stop_grace_seconds = 5;         ///< stopGraceSeconds: SIGTERM to SIGKILL
+  std::uint64_t deployment_timeout_seconds = 600;  ///< deploymentTimeoutSeconds: wait for RUNNING/FINISHED
+};
+
 /// services.canopy.Nucleus.configuration.ipc (the component IPC server)
 struct IpcConfig {
   std::string socket_group = "canopy";           ///< socketGroup: group of the 0660 socket and operators
@@ -83,6 +93,7 @@ struct NucleusConfig {
   MqttConfig mqtt;
   SpoolerConfig spooler;
   RunWithDefault run_with_default;
+  LifecycleConfig lifecycle;
   IpcConfig ipc;
 
   /// services other than canopy.Nucleus (component configurations), kept as JSON for

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +20,12 @@ class ConfigStore;
 }
 namespace canopy::pubsub {
 class Router;
+}
+namespace canopy::lifecycle {
+class Manager;
+}
+namespace canopy::deploy {
+class Deployer;
 }
 
 namespace canopy::ipc {
@@ -65,6 +73,20 @@ struct ServiceContext {
   std::function<nlohmann::json()> status;
   /// Called when UpdateState arrives (the lifecycle manager hooks in here later).
   std::function<void(const std::string& component, const std::string& state)> on_state_reported;
+  /// The lifecycle manager and the deployment queue (null in unit tests of other operations:
+  /// their operations then answer ServiceError).
+  lifecycle::Manager* manager = nullptr;
+  deploy::Deployer* deployer = nullptr;
+  /// Streams of SubscribeToComponentUpdates, per component.
+  std::map<std::string, std::vector<std::weak_ptr<StreamHandle>>> update_subscribers;
+  /// A NOTIFY_COMPONENTS deployment waiting for DeferComponentUpdate answers.
+  struct PendingUpdate {
+    std::string deployment_id;
+    std::set<std::string> waiting;  ///< components not yet answered
+    std::int64_t defer_ms = 0;      ///< the largest recheckAfterMs asked for
+    std::function<void(std::int64_t)> done;
+  };
+  std::optional<PendingUpdate> pending_update;
   /// Posts a function to run later on the services strand after a delay (timers).
   std::function<void(std::chrono::milliseconds, std::function<void()>)> run_after;
 };
@@ -78,6 +100,15 @@ void register_operations(OperationTable& table, ServiceContext& ctx);
 /// on a REJECTED report or when no report arrives within ctx.validation_timeout.
 void validate_configuration(ServiceContext& ctx, const std::string& component, const nlohmann::json& configuration,
                             const std::string& deployment_id, std::function<void(bool, std::string)> done);
+
+/// NOTIFY_COMPONENTS: sends a preUpdateEvent to every SubscribeToComponentUpdates stream and
+/// calls `done(defer_ms)` once every subscriber answered with DeferComponentUpdate or `timeout`
+/// passed (subscribers that did not answer agree). defer_ms is the largest recheckAfterMs
+/// asked for, 0 when nobody deferred.
+void notify_component_update(ServiceContext& ctx, const std::string& deployment_id, std::chrono::seconds timeout,
+                             std::function<void(std::int64_t)> done);
+/// Sends a postUpdateEvent to every SubscribeToComponentUpdates stream.
+void notify_component_updated(ServiceContext& ctx, const std::string& deployment_id);
 
 /// Re-reads `services.<component>.configuration.accessControl` from the store into the
 /// authorizer. A malformed policy document removes the component's policies (deny) and

@@ -17,6 +17,7 @@ void register_operations(OperationTable& table, ServiceContext& ctx) {
   services::add_put_component_metric(table, ctx);
   services::add_canopy_status(table, ctx);
   services::add_canopy_update_configuration(table, ctx);
+  services::add_lifecycle_operations(table, ctx);
 }
 
 result<void> reload_policies(ServiceContext& ctx, const std::string& component) {
