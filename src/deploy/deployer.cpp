@@ -688,31 +688,44 @@ struct Deployer::Impl {
     std::map<std::string, Install> installs;
     for (const auto& [n, v] : *resolved) {
       const LoadedRecipe& lr = catalog[n][v];
-      auto sel = recipe::select_manifest(lr.recipe, settings.platform);
+      // Errors name the recipe file and the field, as recipe parsing errors do.
+      const std::string where = lr.source.filename().string();
+      auto sel = recipe::select_manifest(lr.recipe, settings.platform, where);
       if (!sel) return reject(sel.error().message);
       Install inst{&lr, std::move(*sel), {}};
       const fs::path src = req.artifact_dir.empty() ? fs::path() : req.artifact_dir / n / v.to_string();
       const fs::path installed = settings.layout.artifacts_dir() / n / v.to_string();
       std::error_code ec;
       const bool have_src = !src.empty() && fs::is_directory(src, ec);
-      for (const auto& art : inst.selection.artifacts) {
+      for (std::size_t i = 0; i < inst.selection.artifacts.size(); ++i) {
+        const auto& art = inst.selection.artifacts[i];
+        const std::string at = fmt::format("{}: Manifests[{}].Artifacts[{}]", where, inst.selection.manifest_index, i);
         if (art.uri.rfind("docker:", 0) == 0)
-          return reject(fmt::format("{} {}: artifact {}: docker images are not supported by Canopy", n, v.to_string(), art.uri));
+          return reject(fmt::format("{}.URI: expected the URI of a file, got \"{}\" (docker images are not supported by "
+                                    "Canopy)", at, art.uri));
         const std::string file = artifact_file_name(art.uri);
         if (file.empty() || file == "." || file == "..")
-          return reject(fmt::format("{} {}: artifact URI \"{}\" does not end in a file name", n, v.to_string(), art.uri));
+          return reject(fmt::format("{}.URI: expected a URI that ends in a file name, got \"{}\"", at, art.uri));
         fs::path p = have_src ? src / file : installed / file;
         if (!fs::is_regular_file(p, ec))
-          return reject(fmt::format("{} {}: artifact {} (from {}) was not found in {}", n, v.to_string(), file, art.uri,
+          return reject(fmt::format("{}.URI: expected the file {} in {}, got no such file", at, file,
                                     have_src ? src.string()
                                              : (req.artifact_dir.empty() ? installed.string()
                                                                          : (req.artifact_dir / n / v.to_string()).string())));
         if (!art.digest.empty()) {
           auto d = file_digest(p, art.algorithm.empty() ? "SHA-256" : art.algorithm);
-          if (!d) return reject(fmt::format("{} {}: artifact {}: {}", n, v.to_string(), file, d.error().message));
+          if (!d) return reject(fmt::format("{}.Algorithm: {}", at, d.error().message));
           if (*d != art.digest)
-            return reject(fmt::format("{} {}: artifact {} has the wrong {} digest: the recipe says {}, the file has {}",
-                                      n, v.to_string(), p.string(), art.algorithm, art.digest, *d));
+            return reject(fmt::format("{}.Digest: expected the {} digest of {} ({}), got \"{}\"", at, art.algorithm,
+                                      p.string(), *d, art.digest));
+        }
+        if (art.unarchive == recipe::Unarchive::zip) {  // checked now: unpacking happens after changes start
+          int zerr = 0;
+          zip_t* z = zip_open(p.c_str(), ZIP_RDONLY, &zerr);
+          if (!z)
+            return reject(fmt::format("{}.Unarchive: expected {} to be a ZIP archive, got a file libzip cannot open "
+                                      "(error {})", at, p.string(), zerr));
+          zip_discard(z);
         }
       }
       if (have_src) inst.artifact_source = src;
@@ -781,7 +794,18 @@ struct Deployer::Impl {
       spec.posix_user = after.components[n].run_with.posix_user;
       specs.push_back(std::move(spec));
     }
-    if (auto c = manager.check(specs, proposed); !c) return reject(c.error().message);
+    if (auto c = manager.check(specs, proposed); !c) {
+      // The lifecycle errors of check() ("<name>: Lifecycle.Run.Timeout: ...", from
+      // recipe::interpolate) name the component; name the recipe file and the field instead.
+      std::string why = c.error().message;
+      for (const auto& [n, inst] : installs)
+        if (const std::string prefix = n + ": Lifecycle."; why.rfind(prefix, 0) == 0) {
+          why = fmt::format("{}: {}.{}", inst.recipe->source.filename().string(), inst.selection.lifecycle_path,
+                            why.substr(prefix.size()));
+          break;
+        }
+      return reject(why);
+    }
 
     // ---- from here on the device changes ----
     // 7. Rollback snapshot.

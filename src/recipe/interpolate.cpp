@@ -85,10 +85,13 @@ result<Lifecycle> interpolate(const Lifecycle& lifecycle, const Variables& vars,
     for (auto& [key, value] : s.setenv) value = interpolate(value, vars);
     if (s.skip_if) s.skip_if->target = interpolate(s.skip_if->target, vars);
     if (s.timeout) {
-      s.timeout = interpolate(*s.timeout, vars);
+      const std::string written = *s.timeout;
+      s.timeout = interpolate(written, vars);
       if (!plain_seconds(*s.timeout))
-        return make_error(errc::invalid, fmt::format("{}: Lifecycle.{}.Timeout: expected a number of seconds, got \"{}\"",
-                                                     where, name, *s.timeout));
+        return make_error(errc::invalid,
+                          fmt::format("{}: Lifecycle.{}.Timeout: expected a number of seconds, got \"{}\"{}", where, name,
+                                      *s.timeout,
+                                      written == *s.timeout ? "" : fmt::format(" (from \"{}\")", written)));
     }
   }
   return out;

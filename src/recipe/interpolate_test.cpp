@@ -112,9 +112,15 @@ INSTANTIATE_TEST_SUITE_P(
         BadTimeout{"{configuration:/missing}",
                    "com.a 1.0.0: Lifecycle.Shutdown.Timeout: expected a number of seconds, got "
                    "\"{configuration:/missing}\""},
-        BadTimeout{"{configuration:/s}", "com.a 1.0.0: Lifecycle.Shutdown.Timeout: expected a number of seconds, got \"text\""},
-        BadTimeout{"{configuration:/f}", "com.a 1.0.0: Lifecycle.Shutdown.Timeout: expected a number of seconds, got \"1.5\""},
-        BadTimeout{"{configuration:/z}", "com.a 1.0.0: Lifecycle.Shutdown.Timeout: expected a number of seconds, got \"null\""}));
+        BadTimeout{"{configuration:/s}",
+                   "com.a 1.0.0: Lifecycle.Shutdown.Timeout: expected a number of seconds, got \"text\" (from "
+                   "\"{configuration:/s}\")"},
+        BadTimeout{"{configuration:/f}",
+                   "com.a 1.0.0: Lifecycle.Shutdown.Timeout: expected a number of seconds, got \"1.5\" (from "
+                   "\"{configuration:/f}\")"},
+        BadTimeout{"{configuration:/z}",
+                   "com.a 1.0.0: Lifecycle.Shutdown.Timeout: expected a number of seconds, got \"null\" (from "
+                   "\"{configuration:/z}\")"}));
 
 TEST(InterpolateRecipe, SampleRecipeTimeoutFromConfiguration) {
   auto r = parse_recipe(R"(

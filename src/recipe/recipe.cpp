@@ -477,6 +477,33 @@ Recipe parse_document(const json& doc) {
   return r;
 }
 
+// `.json` recipes are strict JSON, as the nucleus reads them with Jackson's JSON parser
+// (DeploymentService: getRecipeSerializerJson() for the `json` extension).
+result<json> parse_strict_json(std::string_view text, std::string_view file_name) {
+  constexpr int kMaxDepth = 128;  // as parse_yaml_or_json
+  struct TooDeep {};
+  try {
+    return json::parse(text, [](int depth, json::parse_event_t, json&) {
+      if (depth > kMaxDepth) throw TooDeep{};
+      return true;
+    });
+  } catch (const json::parse_error& e) {
+    const std::size_t at = std::min(e.byte == 0 ? 0 : e.byte - 1, text.size());
+    std::size_t line = 1, column = 1;
+    for (std::size_t i = 0; i < at; ++i) {
+      if (text[i] == '\n') ++line, column = 1;
+      else ++column;
+    }
+    std::string what = e.what();  // "[json.exception.parse_error.101] parse error at line 3, column 1: <what>"
+    if (auto p = what.find("parse error"); p != std::string::npos)
+      if (auto colon = what.find(": ", p); colon != std::string::npos) what = what.substr(colon + 2);
+    return make_error(errc::parse, fmt::format("{}:{}:{}: not valid JSON: {}", file_name, line, column, what));
+  } catch (const TooDeep&) {
+    return make_error(errc::parse,
+                      fmt::format("{}: not valid JSON: nested more than {} levels deep", file_name, kMaxDepth));
+  }
+}
+
 }  // namespace
 
 std::string_view to_string(ComponentType t) {
@@ -493,7 +520,7 @@ std::string_view to_string(Access a) {
 }
 
 result<Recipe> parse_recipe(std::string_view text, std::string_view file_name) {
-  auto doc = parse_yaml_or_json(text, file_name);
+  auto doc = file_name.ends_with(".json") ? parse_strict_json(text, file_name) : parse_yaml_or_json(text, file_name);
   if (!doc) return std::move(doc).error();
   try {
     return parse_document(*doc);
@@ -518,14 +545,20 @@ bool platform_value_matches(std::string_view pattern, const std::optional<std::s
   }
 }
 
-result<Selection> select_manifest(const Recipe& recipe, const Platform& platform) {
-  const auto global = [&](const std::vector<std::string>& selections) {
+result<Selection> select_manifest(const Recipe& recipe, const Platform& platform, std::string_view where) {
+  // The global lifecycle of `selections` (`all` implied last), with its path for messages.
+  const auto global = [&](const std::vector<std::string>& selections) -> std::pair<Lifecycle, std::string> {
     for (const auto& s : selections)
-      if (auto it = recipe.lifecycle_selections.find(s); it != recipe.lifecycle_selections.end()) return it->second;
-    if (auto it = recipe.lifecycle_selections.find("all"); it != recipe.lifecycle_selections.end()) return it->second;
-    return recipe.lifecycle;
+      if (auto it = recipe.lifecycle_selections.find(s); it != recipe.lifecycle_selections.end())
+        return {it->second, join("Lifecycle", s)};
+    if (auto it = recipe.lifecycle_selections.find("all"); it != recipe.lifecycle_selections.end())
+      return {it->second, "Lifecycle.all"};
+    return {recipe.lifecycle, "Lifecycle"};
   };
-  if (recipe.manifests.empty()) return Selection{Selection::npos, global({}), {}};
+  if (recipe.manifests.empty()) {
+    auto [lc, path] = global({});
+    return Selection{Selection::npos, std::move(lc), std::move(path), {}};
+  }
   for (std::size_t i = 0; i < recipe.manifests.size(); ++i) {
     const Manifest& m = recipe.manifests[i];
     const bool match = std::all_of(m.platform.begin(), m.platform.end(), [&](const auto& kv) {
@@ -534,13 +567,16 @@ result<Selection> select_manifest(const Recipe& recipe, const Platform& platform
                                                                      : std::optional<std::string>(it->second));
     });
     if (!match) continue;
-    Lifecycle lc = m.lifecycle ? *m.lifecycle : global(m.selections);
-    return Selection{i, std::move(lc), m.artifacts};
+    if (m.lifecycle) return Selection{i, *m.lifecycle, join(index("Manifests", i), "Lifecycle"), m.artifacts};
+    auto [lc, path] = global(m.selections);
+    return Selection{i, std::move(lc), std::move(path), m.artifacts};
   }
   std::string attrs;
   for (const auto& [k, v] : platform) attrs += fmt::format("{}{}={}", attrs.empty() ? "" : ", ", k, v);
-  return make_error(errc::not_found, fmt::format("{} {}: no manifest matches this platform ({})", recipe.name,
-                                                 recipe.version.to_string(), attrs));
+  const std::string label = where.empty() ? fmt::format("{} {}", recipe.name, recipe.version.to_string()) : std::string(where);
+  return make_error(errc::not_found,
+                    fmt::format("{}: Manifests: expected one whose Platform matches this device ({}), got none", label,
+                                attrs));
 }
 
 }  // namespace canopy::recipe

@@ -216,6 +216,28 @@ TEST(Recipe, TimeoutKeepsItsTextUntilInterpolation) {
   EXPECT_EQ(r.lifecycle_selections.count("Startup_"), 1u);
 }
 
+TEST(Recipe, JsonFilesAreStrictJson) {
+  // YAML accepts a trailing comma in a flow mapping; the nucleus reads .json recipes as JSON.
+  const std::string text = "{\"RecipeFormatVersion\": \"2020-01-25\", \"ComponentName\": \"com.example.Hello\",\n"
+                           "  \"ComponentVersion\": \"1.0.0\",\n}\n";
+  EXPECT_TRUE(parse_recipe(text, "hello-1.0.0.yaml"));
+  auto r = parse_recipe(text, "hello-1.0.0.json");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::parse);
+  EXPECT_EQ(r.error().message.rfind("hello-1.0.0.json:3:1: not valid JSON: ", 0), 0u) << r.error().message;
+  auto comment = parse_recipe("// a comment\n{}", "hello-1.0.0.json");
+  ASSERT_FALSE(comment);
+  EXPECT_EQ(comment.error().message.rfind("hello-1.0.0.json:1:1: not valid JSON: ", 0), 0u) << comment.error().message;
+  auto deep = parse_recipe(std::string(200, '[') + std::string(200, ']'), "hello-1.0.0.json");
+  ASSERT_FALSE(deep);
+  EXPECT_EQ(deep.error().message, "hello-1.0.0.json: not valid JSON: nested more than 128 levels deep");
+  auto ok = parse_recipe(R"({"RecipeFormatVersion": "2020-01-25", "ComponentName": "com.example.Hello",
+    "ComponentVersion": "1.0.0", "Manifests": [{"Lifecycle": {"Run": {"Script": "go", "Timeout": 5}}}]})",
+                         "hello-1.0.0.json");
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(ok->manifests[0].lifecycle->run->timeout, "5");
+}
+
 TEST(Recipe, SyntaxErrorsCarryFileLineAndColumn) {
   auto r = parse_recipe("a: [1, 2\n", kFile);
   ASSERT_FALSE(r);
@@ -505,7 +527,25 @@ TEST(Select, FirstMatchingManifestWinsAndSelectionsPickSections) {
   ASSERT_FALSE(none);
   EXPECT_EQ(none.error().code, errc::not_found);
   EXPECT_EQ(none.error().message,
-            "com.example.Select 1.2.3: no manifest matches this platform (architecture=amd64, os=freebsd)");
+            "com.example.Select 1.2.3: Manifests: expected one whose Platform matches this device "
+            "(architecture=amd64, os=freebsd), got none");
+  auto named = select_manifest(r, {{"os", "freebsd"}}, "select-1.2.3.yaml");
+  ASSERT_FALSE(named);
+  EXPECT_EQ(named.error().message,
+            "select-1.2.3.yaml: Manifests: expected one whose Platform matches this device (os=freebsd), got none");
+}
+
+TEST(Select, TheSelectionSaysWhereItsLifecycleIsWritten) {
+  const Recipe r = parse_ok(kSelectRecipe);
+  const auto path = [&](const Platform& p) {
+    auto s = select_manifest(r, p);
+    EXPECT_TRUE(s) << s.error().message;
+    return s ? s->lifecycle_path : std::string();
+  };
+  EXPECT_EQ(path({{"os", "linux"}, {"architecture", "aarch64"}}), "Manifests[0].Lifecycle");
+  EXPECT_EQ(path({{"os", "linux"}, {"architecture", "amd64"}}), "Lifecycle.debian");
+  EXPECT_EQ(path({{"os", "darwin"}}), "Lifecycle.all");
+  EXPECT_EQ(select_manifest(parse_ok(kHead + "Lifecycle:\n  Run: flat\n"), {})->lifecycle_path, "Lifecycle");
 }
 
 TEST(Select, WithoutAnAllSectionTheFlatGlobalLifecycleApplies) {
@@ -534,8 +574,8 @@ std::string read(const std::string& path) {
 
 TEST(Samples, EverySampleRecipeParsesAndSelectsOnLinux) {
   const std::string dir = std::string(CANOPY_SOURCE_DIR) + "/recipes/";
-  for (const char* file : {"com.example.HelloWorld-1.0.0.yaml", "com.example.HelloSelections-1.0.0.yaml",
-                           "com.example.Sensor-1.0.0.json"}) {
+  for (const char* file : {"com.example.HelloWorld-1.0.0.yaml", "com.example.Sensor-1.0.0.json",
+                           "com.example.Subscriber-1.0.0.yaml"}) {
     auto r = parse_recipe(read(dir + file), file);
     ASSERT_TRUE(r) << r.error().message;
     EXPECT_EQ(std::string(file).rfind(r->name + "-" + r->version.to_string(), 0), 0u) << file;
@@ -547,7 +587,7 @@ TEST(Samples, EverySampleRecipeParsesAndSelectsOnLinux) {
 
 TEST(Samples, HelloWorldHasLinuxAndWindowsLifecycles) {
   const std::string dir = std::string(CANOPY_SOURCE_DIR) + "/recipes/";
-  for (const char* file : {"com.example.HelloWorld-1.0.0.yaml", "com.example.HelloSelections-1.0.0.yaml"}) {
+  for (const char* file : {"com.example.HelloWorld-1.0.0.yaml"}) {
     auto r = parse_recipe(read(dir + file), file);
     ASSERT_TRUE(r) << r.error().message;
     EXPECT_EQ(r->default_configuration.at("Message"), "world");

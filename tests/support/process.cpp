@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +25,8 @@ namespace fs = std::filesystem;
 TempDir::TempDir() {
   std::string tmpl = (fs::temp_directory_path() / "canopy-test-XXXXXX").string();
   if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  // Components run as ggc_user and must traverse the path to their canopyd root.
+  ::chmod(tmpl.c_str(), 0755);
   path_ = tmpl;
 }
 

@@ -46,7 +46,8 @@ std::string interpolate(std::string_view text, const Variables& vars);
 
 /// Interpolates every string of a lifecycle (lifecycle and step Setenv values, Script, Timeout,
 /// the SkipIf target), then checks that every Timeout is a number of seconds.
-/// Error (errc::invalid): `<where>: Lifecycle.Run.Timeout: expected a number of seconds, got "{configuration:/t}"`.
+/// Error (errc::invalid): `<where>: Lifecycle.Run.Timeout: expected a number of seconds, got "soon" (from
+/// "{configuration:/t}")` (the `from` part only when interpolation changed the text).
 result<Lifecycle> interpolate(const Lifecycle& lifecycle, const Variables& vars, std::string_view where);
 
 /// A step's Timeout in seconds: nullopt when absent or not (yet) a plain number.

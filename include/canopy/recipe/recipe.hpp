@@ -109,7 +109,9 @@ struct Recipe {
   std::map<std::string, Lifecycle> lifecycle_selections;
 };
 
-/// Parses and validates a recipe in YAML or JSON. `file_name` only labels errors.
+/// Parses and validates a recipe in YAML or JSON. `file_name` labels errors, and a name ending in
+/// `.json` makes the text strict JSON (as the Greengrass nucleus reads `.json` recipes with a JSON
+/// parser: a trailing comma or a comment is an error there, though YAML would accept it).
 ///
 /// Stops at the first error and returns it (errc::parse for text that is not YAML/JSON, with
 /// file:line:column; errc::invalid otherwise), shaped
@@ -136,6 +138,9 @@ struct Selection {
   /// Index into Recipe::manifests, or npos for a recipe without manifests.
   std::size_t manifest_index = npos;
   Lifecycle lifecycle;
+  /// Where `lifecycle` is written in the recipe, for messages: `Manifests[1].Lifecycle`,
+  /// `Lifecycle.linux` (a global selection section) or `Lifecycle`.
+  std::string lifecycle_path;
   std::vector<Artifact> artifacts;
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
 };
@@ -144,7 +149,8 @@ struct Selection {
 /// own Lifecycle if it has one; otherwise the first global selection section named by its
 /// Selections, `all` implied last; otherwise the global step keys. A recipe without manifests
 /// runs everywhere with the global lifecycle (`all` section, else the step keys).
-/// Error errc::not_found: `com.example.Hello 1.0.0: no manifest matches this platform (os=linux, ...)`.
-result<Selection> select_manifest(const Recipe& recipe, const Platform& platform);
+/// Error errc::not_found, prefixed with `where` (default: name and version):
+/// `hello-1.0.0.yaml: Manifests: expected one whose Platform matches this device (os=linux, ...), got none`.
+result<Selection> select_manifest(const Recipe& recipe, const Platform& platform, std::string_view where = {});
 
 }  // namespace canopy::recipe

@@ -1,0 +1,119 @@
+// canopy status, canopy config get|set.
+#include <iostream>
+
+#include <fmt/format.h>
+
+#include "canopy/config/store.hpp"
+#include "common.hpp"
+
+namespace canopy::cli {
+namespace {
+
+std::string human_duration(std::int64_t s) {
+  if (s < 60) return fmt::format("{}s", s);
+  if (s < 3600) return fmt::format("{}m {}s", s / 60, s % 60);
+  if (s < 86400) return fmt::format("{}h {}m", s / 3600, (s % 3600) / 60);
+  return fmt::format("{}d {}h", s / 86400, (s % 86400) / 3600);
+}
+
+int cmd_status(const Globals& g) {
+  auto r = call(g, "canopy#GetStatus", nlohmann::json::object());
+  if (!r) return fail(r.error().message);
+  const auto& s = *r;
+  if (g.json) return print_json(s);
+  const auto& ipc = s.value("ipc", nlohmann::json::object());
+  const auto& pubsub = s.value("pubsub", nlohmann::json::object());
+  std::cout << fmt::format("canopyd {} (git {}), pid {}, up {}\n", s.value("version", "?"), s.value("gitHash", "?"),
+                           s.value("pid", 0), human_duration(s.value("uptimeSeconds", 0)));
+  std::cout << fmt::format("root            {}\n", s.value("root", "?"));
+  std::cout << fmt::format("IPC socket      {}\n", ipc.value("socket", "?"));
+  std::cout << fmt::format("IPC clients     {} connected ({} authenticated), {} accepted in total, {} refused\n",
+                           ipc.value("connections", 0), ipc.value("authenticatedConnections", 0),
+                           ipc.value("acceptedTotal", 0), ipc.value("refusedTotal", 0));
+  std::cout << fmt::format("IPC problems    {} protocol errors, {} unauthorized calls, {} events dropped for slow "
+                           "readers\n",
+                           ipc.value("protocolErrors", 0), ipc.value("unauthorized", 0), ipc.value("eventsDropped", 0));
+  std::cout << fmt::format("local pub/sub   {} subscriptions, {} messages published, {} delivered\n",
+                           pubsub.value("subscriptions", 0), pubsub.value("published", 0),
+                           pubsub.value("deliveries", 0));
+  return kExitOk;
+}
+
+result<config::KeyPath> parse_key(const std::string& key) {
+  if (key.empty() || key == "/") return config::KeyPath{};
+  // A JSON pointer ("/a/b"), or a dotted path ("a.b") for convenience.
+  if (key.front() == '/') return config::parse_pointer(key);
+  config::KeyPath path;
+  std::size_t start = 0;
+  for (;;) {
+    const auto dot = key.find('.', start);
+    path.push_back(key.substr(start, dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  return path;
+}
+
+int cmd_config_get(const Globals& g, const std::string& component, const std::string& key) {
+  auto path = parse_key(key);
+  if (!path) return fail(path.error().message);
+  auto r = call(g, "aws.greengrass#GetConfiguration", {{"componentName", component}, {"keyPath", *path}});
+  if (!r) return fail(r.error().message);
+  if (g.json) return print_json(*r);
+  // A leaf comes back wrapped as {"<key>": value}; show just the value.
+  nlohmann::json value = r->value("value", nlohmann::json());
+  if (!path->empty() && value.is_object() && value.size() == 1 && value.contains(path->back()) &&
+      !value[path->back()].is_object())
+    value = value[path->back()];
+  std::cout << (value.is_string() ? value.get<std::string>() : value.dump(2)) << "\n";
+  return kExitOk;
+}
+
+int cmd_config_set(const Globals& g, const std::string& component, const std::string& key, const std::string& text) {
+  auto path = parse_key(key);
+  if (!path) return fail(path.error().message);
+  nlohmann::json value;
+  try {
+    value = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception&) {
+    value = text;  // not JSON: a plain string
+  }
+  auto r = call(g, "canopy#UpdateConfiguration",
+                {{"componentName", component}, {"keyPath", *path}, {"valueToMerge", value}}, std::chrono::seconds(60));
+  if (!r) return fail(r.error().message);
+  if (g.json) return print_json(nlohmann::json{{"componentName", component}, {"keyPath", *path}, {"updated", true}});
+  std::cout << fmt::format("{}: {} updated\n", component, key.empty() ? "/" : key);
+  return kExitOk;
+}
+
+struct ConfigArgs {
+  std::string component, key, value;
+};
+
+}  // namespace
+
+void add_status_commands(CLI::App& app, Globals& g, Action& action) {
+  auto* status = app.add_subcommand("status", "Show canopyd's version, uptime and IPC and pub/sub counters");
+  status->add_flag("--json", g.json, "Print JSON instead of a table");
+  status->callback([&] { action = [&g] { return cmd_status(g); }; });
+
+  auto* config = app.add_subcommand("config", "Read or change a component's configuration");
+  config->require_subcommand(1);
+  auto args = std::make_shared<ConfigArgs>();
+  auto* get = config->add_subcommand("get", "Print a component's configuration, or one key of it");
+  get->add_option("component", args->component, "Component name, e.g. com.example.Hello")->required();
+  get->add_option("key", args->key, "Key path: a JSON pointer (/a/b) or dotted (a.b); default: all");
+  get->add_flag("--json", g.json, "Print the full answer as JSON");
+  get->callback([&, args] { action = [&g, args] { return cmd_config_get(g, args->component, args->key); }; });
+  auto* set = config->add_subcommand(
+      "set", "Merge a value into a component's configuration (components that validate their configuration are "
+             "asked first)");
+  set->add_option("component", args->component, "Component name")->required();
+  set->add_option("key", args->key, "Key path: a JSON pointer (/a/b) or dotted (a.b)")->required();
+  set->add_option("value", args->value, "JSON value (text that is not JSON is taken as a string)")->required();
+  set->add_flag("--json", g.json, "Print the result as JSON");
+  set->callback(
+      [&, args] { action = [&g, args] { return cmd_config_set(g, args->component, args->key, args->value); }; });
+}
+
+}  // namespace canopy::cli
