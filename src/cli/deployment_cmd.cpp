@@ -31,6 +31,8 @@ struct CreateOptions {
   CLI::Option* failure_policy_opt = nullptr;
   bool wait = false;
   int timeout_seconds = 600;
+  bool notify_components = false;
+  int notify_timeout_seconds = 60;
 
   CreateArgs args() const {
     CreateArgs a;
@@ -46,6 +48,8 @@ struct CreateOptions {
     a.remove = remove;
     a.run_with = run_with;
     a.system_limits = system_limits;
+    a.notify_components = notify_components;
+    a.notify_timeout_seconds = notify_timeout_seconds;
     return a;
   }
 };
@@ -291,6 +295,12 @@ void add_deployment_commands(CLI::App& app, Globals& g, Action& action) {
       ->type_name("NAME:memory=KB,cpus=N")
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  create->add_flag("--notify-components", o->notify_components,
+                   "Tell components subscribed with SubscribeToComponentUpdates before updating, and let them defer "
+                   "it with DeferComponentUpdate (Greengrass's NOTIFY_COMPONENTS; local deployments skip it by default)");
+  create->add_option("--notify-timeout", o->notify_timeout_seconds,
+                     "With --notify-components: seconds to wait for the components' answers (default 60)")
+      ->type_name("SECONDS");
   auto* wait = create->add_flag("--wait", o->wait,
                                 "Wait until the deployment finishes, showing its progress on stderr; exit 0 only if "
                                 "it succeeded");
