@@ -98,13 +98,11 @@ if [ "$deploy_samples" -eq 1 ]; then
   fi
 fi
 
-cat <<EOF
-
-canopyd is running (pid $canopyd_pid, root $root). Try:
-  ${canopy[*]} component list
-  ${canopy[*]} logs com.example.Subscriber -f
-Ctrl-C stops canopyd and its components.
-EOF
+echo
+echo "canopyd is running (pid $canopyd_pid, root $root). Try:"
+echo "  ${canopy[*]} component list"
+if [ "$deploy_samples" -eq 1 ]; then echo "  ${canopy[*]} logs com.example.Subscriber -f"; fi
+echo "Ctrl-C stops canopyd and its components."
 
 status=0
 wait "$canopyd_pid" || status=$?

@@ -336,8 +336,13 @@ struct Manager::Impl {
     const auto env = environment(c, step, c.run_as.value_or(current_user()));
     if (skipped(c, step, env)) {
       log->info("component={} step={} skipped (SkipIf)", c.spec.name, name);
+      // Busy until the posted completion runs, so kick() does not start the step again.
+      c.busy = true;
       net::post(executor, [this, n = c.spec.name, gen = c.gen, done] {
-        if (auto* comp = find(n); comp && comp->gen == gen) done(*comp, ExitStatus{0, 0}, false);
+        auto* comp = find(n);
+        if (!comp || comp->gen != gen) return;
+        comp->busy = false;
+        done(*comp, ExitStatus{0, 0}, false);
       });
       return;
     }

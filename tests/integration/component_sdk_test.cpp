@@ -193,8 +193,10 @@ TEST_F(ComponentSdk, ProbeTalksToCanopydFromItsRecipe) {
   ASSERT_FALSE(config.is_null());
   EXPECT_EQ(config.value("ok", false), true) << config.dump();
   EXPECT_EQ(config.value("componentName", ""), kProbe);
-  EXPECT_EQ(config["value"].value("greeting", ""), "hello from the test");
-  EXPECT_EQ(config["value"].value("topic", ""), "probe/echo");
+  const json value = config.value("value", json::object());
+  ASSERT_TRUE(value.is_object()) << config.dump();
+  EXPECT_EQ(value.value("greeting", ""), "hello from the test");
+  EXPECT_EQ(value.value("topic", ""), "probe/echo");
 
   const json subscribed = probe_step(results, "subscribeToTopic");
   EXPECT_EQ(subscribed, (json{{"step", "subscribeToTopic"}, {"ok", true}, {"topic", "probe/echo"}}));

@@ -4,6 +4,7 @@
 // component, recipe, artifact or configuration is added).
 #include <filesystem>
 #include <map>
+#include <ostream>
 #include <regex>
 #include <set>
 #include <string>
@@ -66,6 +67,9 @@ struct Defect {
   std::vector<std::string> expected;             ///< fragments of the failure message
   std::string detailed = "REJECTED";
 };
+
+// Test names in ctest's list instead of the bytes of the parameter.
+void PrintTo(const Defect& d, std::ostream* os) { *os << d.name; }
 
 std::vector<std::string> merge(const std::string& what = std::string(kBad) + "=1.0.0") { return {"--merge", what}; }
 
@@ -291,8 +295,7 @@ struct Snapshot {
   nlohmann::json configuration;
   std::map<std::string, std::string> packages, work;
   std::string deployed;
-
-  bool operator==(const Snapshot&) const = default;
+  std::set<std::string> deployment_folders;  // deployments/<id>/ (rollback snapshots)
 };
 
 class DefectiveRecipes : public ::testing::TestWithParam<Defect> {
@@ -365,6 +368,8 @@ class DefectiveRecipes : public ::testing::TestWithParam<Defect> {
     s.work = tree(root / "work");
     std::error_code ec;
     if (fs::exists(root / "deployments" / "deployed.json", ec)) s.deployed = read_file(root / "deployments" / "deployed.json");
+    for (const auto& e : fs::directory_iterator(root / "deployments", ec))
+      if (e.is_directory()) s.deployment_folders.insert(e.path().filename().string());
     return s;
   }
 
@@ -418,6 +423,7 @@ TEST_P(DefectiveRecipes, IsRejectedPreciselyAndNothingChanges) {
   const auto details = deployment.value("deploymentStatusDetails", nlohmann::json::object());
   EXPECT_EQ(details.value("detailedDeploymentStatus", ""), d.detailed) << status.dump(2);
   const std::string message = deployment.value("message", "");
+  RecordProperty("message", message);
   for (const auto& fragment : d.expected) EXPECT_THAT(message, HasSubstr(fragment));
   EXPECT_THAT(message, HasSubstr("Nothing was changed"));
   ASSERT_TRUE(details.contains("failureCauses")) << status.dump(2);
@@ -434,6 +440,7 @@ TEST_P(DefectiveRecipes, IsRejectedPreciselyAndNothingChanges) {
   EXPECT_EQ(after.packages, before.packages) << describe(before) << "\n---- after ----\n" << describe(after);
   EXPECT_EQ(after.work, before.work);
   EXPECT_EQ(after.deployed, before.deployed);
+  EXPECT_EQ(after.deployment_folders, before.deployment_folders);
   // No configuration appeared for a component the defective deployment named.
   std::set<std::string> named;
   for (std::size_t i = 0; i + 1 < d.args.size(); ++i)
@@ -446,7 +453,10 @@ TEST_P(DefectiveRecipes, IsRejectedPreciselyAndNothingChanges) {
     auto cfg = cli({"config", "get", n});
     EXPECT_NE(cfg.exit_code, 0) << n << " has configuration now: " << cfg.output;
   }
-  if (::testing::Test::HasFailure()) ADD_FAILURE() << "canopyd logs:\n" << daemon_->logs();
+  if (::testing::Test::HasFailure()) {
+    const std::string logs = daemon_->logs();
+    ADD_FAILURE() << "the end of canopyd's logs:\n" << logs.substr(logs.size() > 6000 ? logs.size() - 6000 : 0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Table, DefectiveRecipes, ::testing::ValuesIn(defects()),

@@ -31,7 +31,7 @@ async function main() {
   });
   await client.connect();
 
-  const response = await client.getConfiguration({});
+  const response = await client.getConfiguration({ keyPath: [] });
   const config = response.value || {};
   const topic = typeof config.topic === 'string' && config.topic !== '' ? config.topic : DEFAULT_TOPIC;
   const period = intervalMs(config.intervalSeconds);

@@ -40,7 +40,7 @@ async function main() {
   });
   await client.connect();
 
-  const response = await client.getConfiguration({});
+  const response = await client.getConfiguration({ keyPath: [] });
   const config = response.value || {};
   const filter = typeof config.topicFilter === 'string' && config.topicFilter !== '' ? config.topicFilter : DEFAULT_FILTER;
 

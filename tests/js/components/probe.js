@@ -55,7 +55,7 @@ async function main() {
 
   let config = {};
   await step('getConfiguration', async () => {
-    const r = await client.getConfiguration({});
+    const r = await client.getConfiguration({ keyPath: [] });
     config = r.value || {};
     return { componentName: r.componentName, value: config };
   });
