@@ -557,7 +557,7 @@ struct Deployer::Impl {
     if (!specs) return make_error(specs.error().code, "cannot start the deployed components: " + specs.error().message);
     if (!specs->empty())
       log->info("starting {} deployed component(s)", specs->size());
-    if (auto u = manager.update(std::move(*specs), [] {}); !u)
+    if (auto u = manager.update(std::move(*specs), [] {}, false); !u)
       log->error("the deployed components cannot start: {}", u.error().message);
     net::post(executor, [this] { run_next(); });
     return ok();
@@ -722,9 +722,14 @@ struct Deployer::Impl {
         if (art.unarchive == recipe::Unarchive::zip) {  // checked now: unpacking happens after changes start
           int zerr = 0;
           zip_t* z = zip_open(p.c_str(), ZIP_RDONLY, &zerr);
-          if (!z)
+          if (!z) {
+            zip_error_t ze;
+            zip_error_init_with_code(&ze, zerr);
+            const std::string why = zip_error_strerror(&ze);
+            zip_error_fini(&ze);
             return reject(fmt::format("{}.Unarchive: expected {} to be a ZIP archive, got a file libzip cannot open "
-                                      "(error {})", at, p.string(), zerr));
+                                      "({})", at, p.string(), why));
+          }
           zip_discard(z);
         }
       }
@@ -1092,11 +1097,14 @@ struct Deployer::Impl {
     a.target.clear();
     for (const auto& s : *specs) a.target.insert(s.name);
     const std::string id = a.id;
-    (void)manager.update(std::move(*specs), [this, id] {
-      if (!active || active->id != id) return;
-      active->applying = true;
-      evaluate();
-    });
+    (void)manager.update(
+        std::move(*specs),
+        [this, id] {
+          if (!active || active->id != id) return;
+          active->applying = true;
+          evaluate();
+        },
+        false);  // the previous set was installed before: no Bootstrap again
     a.timer = std::make_unique<net::steady_timer>(executor, settings.deployment_timeout);
     a.timer->async_wait([this, id](const boost::system::error_code& e) {
       if (!e && active && active->id == id) complete_rollback();

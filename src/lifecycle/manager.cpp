@@ -740,7 +740,7 @@ result<void> Manager::check(const std::vector<ComponentSpec>& target,
   return ok();
 }
 
-result<void> Manager::update(std::vector<ComponentSpec> target, std::function<void()> stopped) {
+result<void> Manager::update(std::vector<ComponentSpec> target, std::function<void()> stopped, bool from_deployment) {
   auto& m = *impl_;
   std::map<std::string, ComponentSpec> wanted;
   for (auto& s : target) wanted[s.name] = std::move(s);
@@ -754,7 +754,8 @@ result<void> Manager::update(std::vector<ComponentSpec> target, std::function<vo
       to_stop.insert(name);
     }
   }
-  m.stop_ordered(to_stop, State::finished, [this, wanted = std::move(wanted), stopped = std::move(stopped)]() mutable {
+  m.stop_ordered(to_stop, State::finished, [this, wanted = std::move(wanted), stopped = std::move(stopped),
+                                             from_deployment]() mutable {
     auto& mm = *impl_;
     std::vector<std::string> gone;
     for (auto& [name, c] : mm.components)
@@ -765,7 +766,7 @@ result<void> Manager::update(std::vector<ComponentSpec> target, std::function<vo
       if (!c) {
         auto nc = std::make_unique<Impl::Component>();
         nc->spec = std::move(spec);
-        nc->needs_bootstrap = true;
+        nc->needs_bootstrap = from_deployment;
         mm.components[name] = std::move(nc);
         continue;
       }
@@ -773,7 +774,7 @@ result<void> Manager::update(std::vector<ComponentSpec> target, std::function<vo
       c->spec = std::move(spec);
       c->desired_running = true;
       if (changed) {
-        c->needs_bootstrap = true;
+        c->needs_bootstrap = from_deployment;
         c->errors.clear();
         c->status_code.clear();
         c->status_reason.clear();

@@ -10,6 +10,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
+  // `.json` file names take the strict JSON parser.
+  if (auto j = canopy::recipe::parse_recipe(text, "fuzz.json"); !j && j.error().message.empty()) std::abort();
   auto r = canopy::recipe::parse_recipe(text, "fuzz.yaml");
   if (!r) {
     if (r.error().message.empty()) std::abort();

@@ -537,6 +537,29 @@ TEST_F(Lifecycle, KillDashNineDuringADeploymentRestartsIntoTheOldSet) {
   EXPECT_THAT(daemon_->logs(), HasSubstr("step=install was still running from a previous canopyd"));
 }
 
+TEST_F(Lifecycle, BootstrapExit100RestartsCanopydOnceAfterTheDeployment) {
+  start();
+  recipe("com.test.Boot", "1.0.0", "  Bootstrap: echo bootstrapping; exit 100\n  Run: echo running; exec sleep 3600\n");
+  auto r = deploy({"--merge", "com.test.Boot=1.0.0"});
+  ASSERT_EQ(r.exit_code, 0) << r.output << diagnostics();
+  // canopyd replaces itself (same pid) and reports READY=1 a second time.
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  std::size_t ready = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    ready = 0;
+    for (const auto& n : daemon_->notifications(100ms))
+      if (n.find("READY=1") != std::string::npos) ++ready;
+    if (ready >= 2) break;
+  }
+  ASSERT_GE(ready, 2u) << diagnostics();
+  EXPECT_TRUE(daemon_->process().running());
+  ASSERT_TRUE(wait_state("com.test.Boot", "RUNNING")) << diagnostics();
+  EXPECT_THAT(diagnostics(), HasSubstr("restarting canopyd"));
+  // Bootstrap belongs to the deployment: the restarted canopyd does not run it again.
+  EXPECT_EQ(count_in_log("com.test.Boot", "(stdout) bootstrapping"), 1u);
+  EXPECT_EQ(count_in_log("com.test.Boot", "(stdout) running"), 2u);
+}
+
 TEST_F(Lifecycle, ResourceLimitsApplyOrSayWhyNot) {
   start();
   recipe("com.test.Limited", "1.0.0", kSleepRun);

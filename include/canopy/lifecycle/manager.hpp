@@ -119,7 +119,9 @@ class Manager {
   /// components keep running; a BROKEN one is cleared and started again, as a redeployment
   /// does in Greengrass. `stopped` runs once every stop has finished and the starts are under
   /// way. Errors: check()'s, before anything changes.
-  result<void> update(std::vector<ComponentSpec> target, std::function<void()> stopped);
+  /// `from_deployment` is false when canopyd starts the deployed set at start-up: Bootstrap
+  /// steps run only when a deployment installs or changes a component.
+  result<void> update(std::vector<ComponentSpec> target, std::function<void()> stopped, bool from_deployment = true);
 
   /// Stops every component in reverse dependency order (canopyd shutdown); `done` runs after.
   void stop_all(std::function<void()> done);
