@@ -36,6 +36,13 @@ int cmd_status(const Globals& g) {
   std::cout << fmt::format("local pub/sub   {} subscriptions, {} messages published, {} delivered\n",
                            pubsub.value("subscriptions", 0), pubsub.value("published", 0),
                            pubsub.value("deliveries", 0));
+  const auto& comps = s.value("components", nlohmann::json::object());
+  std::string by_state;
+  if (const auto it = comps.find("byState"); it != comps.end() && it->is_object())
+    for (auto e = it->begin(); e != it->end(); ++e)
+      by_state += fmt::format("{}{} {}", by_state.empty() ? "" : ", ", e.value().get<int>(), e.key());
+  std::cout << fmt::format("components      {}{}{}\n", comps.value("total", 0), by_state.empty() ? "" : " (" + by_state + ")",
+                           comps.value("deploymentInProgress", false) ? ", a deployment is in progress" : "");
   return kExitOk;
 }
 

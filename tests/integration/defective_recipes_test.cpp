@@ -393,6 +393,8 @@ TEST_P(DefectiveRecipes, IsRejectedPreciselyAndNothingChanges) {
   ASSERT_EQ(before.state, "RUNNING") << describe(before);
   ASSERT_GT(before.pid, 0);
   ASSERT_EQ(before.version, "1.0.0");
+  ASSERT_EQ(before.packages.count("recipes/com.test.Good-1.0.0.yaml"), 1u) << describe(before);
+  ASSERT_EQ(before.configuration.value("value", nlohmann::json()), (nlohmann::json{{"greeting", "hello"}}));
 
   TempDir work;
   const fs::path recipes = work.path() / "recipes";
