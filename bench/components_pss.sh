@@ -27,6 +27,7 @@ fi
 id ggc_user >/dev/null 2>&1 || { echo "components_pss.sh: no ggc_user; run scripts/setup.d/users.sh" >&2; exit 2; }
 
 T=$(mktemp -d /tmp/canopy-pss-bench-XXXXXX)
+case "$T" in /tmp/canopy-pss-bench-*) ;; *) echo "components_pss.sh: mktemp failed" >&2; exit 1 ;; esac  # never rm -rf anything else
 chmod 0755 "$T"  # components run as ggc_user: the root's parents must be traversable
 root=$T/root
 PID=""

@@ -12,11 +12,16 @@
 # stops canopyd. Per run it prints:
 #   cli      exec of `canopy deployment create --recipeDir D --merge ... --wait` -> its exit,
 #            timed by bash ($EPOCHREALTIME read just before and after the command, no
-#            subshell; the fork/exec floor of that is printed first). The CLI polls the status every 100 ms, so this figure is quantised.
+#            subshell; the fork/exec floor of that is printed first). The CLI polls the
+#            status every 100 ms, so this figure moves in steps of 100 ms.
 #   server   canopyd's log: `deployment=ID queued` -> `deployment=ID succeeded` (ms timestamps),
 #            split into queued -> started, started -> first component state, -> last RUNNING,
 #            -> succeeded.
-#   remove   the same CLI figure for `--remove` of every component (stopping N processes).
+#   cpu      CPU time canopyd used (all threads, /proc/PID/task/*/schedstat) during the create.
+#   fsync    one atomic file write (write, fsync, rename, fsync of the folder) in the root just
+#            before the deployment, median of 5: the disk's speed at that moment.
+#   remove   the CLI figure for `--remove` of every component (stopping N processes) and the
+#            server figure of that removal from the log.
 # Then min/median/max of each. Builds nothing; needs the ggc_user account
 # (scripts/setup.d/users.sh) because components run as that user.
 set -euo pipefail
@@ -35,6 +40,7 @@ fi
 id ggc_user >/dev/null 2>&1 || { echo "deploy_latency.sh: no ggc_user; run scripts/setup.d/users.sh" >&2; exit 2; }
 
 T=$(mktemp -d /tmp/canopy-deploy-bench-XXXXXX)
+case "$T" in /tmp/canopy-deploy-bench-*) ;; *) echo "deploy_latency.sh: mktemp failed" >&2; exit 1 ;; esac  # never rm -rf anything else
 chmod 0755 "$T"  # components run as ggc_user: the root's parents must be traversable
 PID=""
 stop_canopyd() {
@@ -57,20 +63,13 @@ summary() {
     m = NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%8.1f %8.1f %8.1f\n", v[1], m, v[NR]}'
 }
 
-echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(uname -sr)"
-echo "build:   $(grep -m1 '^CMAKE_BUILD_TYPE' "$build/CMakeCache.txt" 2>/dev/null | cut -d= -f2 || echo unknown) ($build)"
-echo "fs:      $(df -T "$T" | awk 'NR==2{print $2, $1}') for the roots in $T"
-echo "date:    $(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-
-# The floor of the CLI figure: bash's own fork/exec/wait around a program that does nothing.
-for _ in $(seq 20); do a=${EPOCHREALTIME/[.,]/}; /bin/true; b=${EPOCHREALTIME/[.,]/}; ms_between "$a" "$b"; echo; done > "$T/floor"
-echo "fork/exec floor of the timing (/bin/true, 20 runs; min median max ms): $(summary < "$T/floor")"
 # What canopyd pays per file it writes atomically (deployer.cpp write_atomic: tmp, fsync,
-# rename, fsync of the folder), on the file system of the roots.
-python3 - "$T" > "$T/fsync" <<'PY'
+# rename, fsync of the folder), in folder $1, $2 times: one line of milliseconds each.
+atomic_write_ms() {
+  python3 - "$1" "$2" <<'PY'
 import os, sys, time
-d = sys.argv[1]
-for _ in range(50):
+d, n = sys.argv[1], int(sys.argv[2])
+for _ in range(n):
     a = time.monotonic()
     fd = os.open(d + "/f.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.write(fd, b"x" * 300)
@@ -81,9 +80,24 @@ for _ in range(50):
     os.fsync(dfd)
     os.close(dfd)
     print("%.2f" % ((time.monotonic() - a) * 1000))
+os.unlink(d + "/f")
 PY
-rm -f "$T/f"
+}
+# CPU time canopyd has used so far, all threads, in ns (/proc/PID/task/*/schedstat).
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END{printf "%d\n", s}'; }
+
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(uname -sr)"
+echo "build:   $(grep -m1 '^CMAKE_BUILD_TYPE' "$build/CMakeCache.txt" 2>/dev/null | cut -d= -f2 || echo unknown) ($build)"
+echo "fs:      $(df -T "$T" | awk 'NR==2{print $2, $1}') for the roots in $T"
+echo "date:    $(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# The floor of the CLI figure: bash's own fork/exec/wait around a program that does nothing.
+for _ in $(seq 20); do a=${EPOCHREALTIME/[.,]/}; /bin/true; b=${EPOCHREALTIME/[.,]/}; ms_between "$a" "$b"; echo; done > "$T/floor"
+echo "fork/exec floor of the timing (/bin/true, 20 runs; min median max ms): $(summary < "$T/floor")"
+atomic_write_ms "$T" 50 > "$T/fsync"
 echo "one atomic file write (write, fsync, rename, fsync dir; 50 runs; min median max ms): $(summary < "$T/fsync")"
+echo "(on a shared virtual disk this can change tenfold from one minute to the next: each run"
+echo " below re-measures it, median of 5, in its root just before its deployment: column fsync_ms)"
 echo
 
 for n in $counts; do
@@ -108,8 +122,9 @@ YAML
   done
 
   printf '== %d component(s), %d runs, fresh root and canopyd each run ==\n' "$n" "$runs"
-  printf '%4s %9s %9s   %9s %9s %9s %9s   %9s\n' run cli_ms server_ms q->start start->1st ->allRUN ->succ remove_ms
-  : > "$T/cli-$n"; : > "$T/server-$n"; : > "$T/remove-$n"
+  printf '%4s %8s %9s   %8s %9s %8s %7s   %7s %8s   %9s %9s\n' run cli_ms server_ms q-\>start start-\>1st -\>allRUN -\>succ \
+    cpu_ms fsync_ms remove_ms rm_server
+  : > "$T/cli-$n"; : > "$T/server-$n"; : > "$T/remove-$n"; : > "$T/cpu-$n"; : > "$T/fs-$n"; : > "$T/rms-$n"
   : > "$T/qs-$n"; : > "$T/s1-$n"; : > "$T/1r-$n"; : > "$T/rs-$n"
   for run in $(seq "$runs"); do
     root=$T/root-$n-$run
@@ -122,12 +137,16 @@ YAML
     done
     if [ "$ready" != 1 ]; then echo "canopyd did not become ready:" >&2; cat "$T/canopyd.out" >&2; exit 1; fi
     sleep "$(awk -v m="$settle_ms" 'BEGIN{print m/1000}')"
+    fsync_ms=$(atomic_write_ms "$root" 5 | sort -g | sed -n 3p)
 
+    c0=$(cpu_ns "$PID")
     a=${EPOCHREALTIME/[.,]/}
     "$cli" --root "$root" deployment create --recipeDir "$rdir" "${merges[@]}" --wait > "$T/create.out" 2> "$T/create.err" \
       || { echo "deployment failed:" >&2; cat "$T/create.out" "$T/create.err" >&2; exit 1; }
     b=${EPOCHREALTIME/[.,]/}
+    c1=$(cpu_ns "$PID")
     cli_ms=$(ms_between "$a" "$b")
+    cpu_ms=$(ms_between "$((c0 / 1000))" "$((c1 / 1000))")
 
     log=$root/logs/canopyd.log
     id=$(awk '/deployment=.* queued/{sub(/.*deployment=/,""); print $1; exit}' "$log")
@@ -143,21 +162,28 @@ YAML
       || { echo "removal failed:" >&2; cat "$T/remove.out" "$T/remove.err" >&2; exit 1; }
     b=${EPOCHREALTIME/[.,]/}
     remove_ms=$(ms_between "$a" "$b")
+    rid=$(awk '/deployment=.* queued/{sub(/.*deployment=/,""); id=$1} END{print id}' "$log")
+    rm_server=$(( $(grep -m1 "deployment=$rid succeeded" "$log" | log_ms) - $(grep -m1 "deployment=$rid queued" "$log" | log_ms) ))
     stop_canopyd
-    rm -rf "$root"
+    case "$root" in "$T"/root-*) rm -rf "$root" ;; esac
 
-    printf '%4d %9s %9d   %9d %9d %9d %9d   %9s\n' "$run" "$cli_ms" "$server" $((s - q)) $((f - s)) $((r - f)) $((e - r)) "$remove_ms"
+    printf '%4d %8s %9d   %8d %9d %8d %7d   %7s %8s   %9s %9d\n' "$run" "$cli_ms" "$server" $((s - q)) $((f - s)) $((r - f)) \
+      $((e - r)) "$cpu_ms" "$fsync_ms" "$remove_ms" "$rm_server"
     echo "$cli_ms" >> "$T/cli-$n"; echo "$server" >> "$T/server-$n"; echo "$remove_ms" >> "$T/remove-$n"
+    echo "$cpu_ms" >> "$T/cpu-$n"; echo "$rm_server" >> "$T/rms-$n"; echo "$fsync_ms" >> "$T/fs-$n"
     echo $((s - q)) >> "$T/qs-$n"; echo $((f - s)) >> "$T/s1-$n"; echo $((r - f)) >> "$T/1r-$n"; echo $((e - r)) >> "$T/rs-$n"
   done
-  printf '\n%-44s %8s %8s %8s\n' "summary, $n component(s) (ms)" min median max
-  printf '%-44s %s\n' "cli: exec -> exit of create --wait" "$(summary < "$T/cli-$n")"
-  printf '%-44s %s\n' "server: queued -> succeeded (canopyd log)" "$(summary < "$T/server-$n")"
-  printf '%-44s %s\n' "  queued -> started" "$(summary < "$T/qs-$n")"
-  printf '%-44s %s\n' "  started -> first component state change" "$(summary < "$T/s1-$n")"
-  printf '%-44s %s\n' "  first state change -> last RUNNING" "$(summary < "$T/1r-$n")"
-  printf '%-44s %s\n' "  last RUNNING -> succeeded" "$(summary < "$T/rs-$n")"
-  printf '%-44s %s\n' "cli: exec -> exit of --remove (all) --wait" "$(summary < "$T/remove-$n")"
+  printf '\n%-48s %8s %8s %8s\n' "summary, $n component(s) (ms)" min median max
+  printf '%-48s %s\n' "cli: exec -> exit of create --wait" "$(summary < "$T/cli-$n")"
+  printf '%-48s %s\n' "server: queued -> succeeded (canopyd log)" "$(summary < "$T/server-$n")"
+  printf '%-48s %s\n' "  queued -> started" "$(summary < "$T/qs-$n")"
+  printf '%-48s %s\n' "  started -> first component state change" "$(summary < "$T/s1-$n")"
+  printf '%-48s %s\n' "  first state change -> last RUNNING" "$(summary < "$T/1r-$n")"
+  printf '%-48s %s\n' "  last RUNNING -> succeeded" "$(summary < "$T/rs-$n")"
+  printf '%-48s %s\n' "canopyd CPU time during the create (all threads)" "$(summary < "$T/cpu-$n")"
+  printf '%-48s %s\n' "one atomic file write just before (fsync_ms)" "$(summary < "$T/fs-$n")"
+  printf '%-48s %s\n' "cli: exec -> exit of --remove (all) --wait" "$(summary < "$T/remove-$n")"
+  printf '%-48s %s\n' "server: the removal, queued -> succeeded" "$(summary < "$T/rms-$n")"
   echo
 done
 

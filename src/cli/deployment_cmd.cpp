@@ -97,6 +97,7 @@ int wait_for_deployment(const Globals& g, std::unique_ptr<ipc::Client> client, c
   nlohmann::json response;
   nlohmann::json deployment = nlohmann::json::object();
   bool reported_lost = false;
+  std::chrono::milliseconds poll{5};
   for (;;) {
     if (stop_requested()) {
       std::cerr << progress.finish();
@@ -139,7 +140,10 @@ int wait_for_deployment(const Globals& g, std::unique_ptr<ipc::Client> client, c
                                                  std::chrono::steady_clock::now() - start))
               << std::flush;
     if (is_final_status(field(deployment, "status"))) break;
-    sleep_unless_stopped(100ms);
+    // Poll fast at first (most local deployments end within tens of milliseconds), then
+    // settle at 100 ms so a long deployment costs canopyd little.
+    sleep_unless_stopped(poll);
+    poll = std::min<std::chrono::milliseconds>(poll * 2, 100ms);
   }
   std::cerr << progress.finish() << std::flush;
   if (g.json) print_json(response);

@@ -542,15 +542,17 @@ struct Manager::Impl {
       Launcher::signal_group(g, SIGCONT);  // a paused group must be able to die
       Launcher::signal_group(g, SIGTERM);
     }
-    wait_gone(groups, Clock::now() + settings.stop_grace, false, c.spec.name,
+    wait_gone(groups, Clock::now() + settings.stop_grace, false, c.spec.name, 1ms,
               [this, groups, done = std::move(done)] {
                 for (pid_t g : groups) processes.remove(g);
                 done();
               });
   }
 
+  // Polls until every group is gone: first after `delay`, doubling up to kPollInterval (most
+  // processes die within a millisecond of SIGTERM; a stubborn one is polled gently).
   void wait_gone(std::vector<pid_t> groups, Clock::time_point deadline, bool killed, const std::string& name,
-                 std::function<void()> done) {
+                 std::chrono::milliseconds delay, std::function<void()> done) {
     std::erase_if(groups, [](pid_t g) { return !Launcher::group_alive(g); });
     if (groups.empty()) return done();
     if (Clock::now() >= deadline) {
@@ -564,10 +566,11 @@ struct Manager::Impl {
       deadline = Clock::now() + 2s;
       killed = true;
     }
-    auto t = std::make_shared<net::steady_timer>(executor, kPollInterval);
-    t->async_wait([this, t, groups = std::move(groups), deadline, killed, name, done = std::move(done)](
+    auto t = std::make_shared<net::steady_timer>(executor, delay);
+    const auto next = std::min<std::chrono::milliseconds>(delay * 2, kPollInterval);
+    t->async_wait([this, t, groups = std::move(groups), deadline, killed, name, next, done = std::move(done)](
                       const boost::system::error_code&) mutable {
-      wait_gone(std::move(groups), deadline, killed, name, std::move(done));
+      wait_gone(std::move(groups), deadline, killed, name, next, std::move(done));
     });
   }
 
