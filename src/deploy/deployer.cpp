@@ -401,6 +401,7 @@ struct Deployer::Impl {
     std::set<std::string> target;
     bool applying = false;       // lifecycle is applying; watch states
     bool rolling_back = false;
+    bool validated = false;  // the components that validate configuration accepted it
     std::string failure;
     std::unique_ptr<net::steady_timer> timer;
   };
@@ -812,6 +813,17 @@ struct Deployer::Impl {
       return reject(why);
     }
 
+    // 6b. Components that validate their configuration (SubscribeToValidateConfigurationUpdates)
+    // are asked about the configuration they would get, one at a time; then this function runs
+    // again from the top with `validated` set (the preparation is cheap and has no side effects).
+    if (!a.validated && hooks.validate) {
+      auto pending = std::make_shared<std::vector<std::pair<std::string, nlohmann::json>>>();
+      for (const auto& [n, cfg] : proposed)
+        if (deployed.components.count(n) && store.get(config::component_config_path(n)).value_or(nlohmann::json::object()) != cfg)
+          pending->emplace_back(n, cfg);
+      if (!pending->empty()) return validate_next(a.id, pending);
+    }
+
     // ---- from here on the device changes ----
     // 7. Rollback snapshot.
     nlohmann::json snap{{"state", a.before.to_json()}, {"configuration", nlohmann::json::object()},
@@ -865,6 +877,27 @@ struct Deployer::Impl {
       }
       failed(fmt::format("the components did not all reach RUNNING or FINISHED within {} s ({})",
                          settings.deployment_timeout.count(), waiting));
+    });
+  }
+
+  void validate_next(const std::string& id,
+                     std::shared_ptr<std::vector<std::pair<std::string, nlohmann::json>>> pending) {
+    if (!active || active->id != id) return;
+    if (pending->empty()) {
+      active->validated = true;
+      return prepare_and_apply();
+    }
+    auto [component, cfg] = std::move(pending->back());
+    pending->pop_back();
+    log->info("deployment={} asks component={} to validate its new configuration", id, component);
+    hooks.validate(component, cfg, id, [this, id, component, pending](bool accepted, std::string message) {
+      if (!active || active->id != id) return;
+      if (!accepted) {
+        if (message.rfind(component + ": ", 0) == 0) message.erase(0, component.size() + 2);
+        return reject(fmt::format("{} rejected its new configuration: {}", component,
+                                  message.empty() ? std::string("no reason given") : message));
+      }
+      validate_next(id, pending);
     });
   }
 

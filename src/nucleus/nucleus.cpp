@@ -231,6 +231,10 @@ class Daemon {
       ipc::notify_component_update(*ctx_, id, timeout, std::move(done));
     };
     dh.post_update = [this](const std::string& id) { ipc::notify_component_updated(*ctx_, id); };
+    dh.validate = [this](const std::string& component, const nlohmann::json& cfg, const std::string& id,
+                         std::function<void(bool, std::string)> done) {
+      ipc::validate_configuration(*ctx_, component, cfg, id, std::move(done));
+    };
     deployer_ = std::make_unique<deploy::Deployer>(services_, ds, *store_, *manager_, dh);
     ctx_->manager = manager_.get();
     ctx_->deployer = deployer_.get();

@@ -179,5 +179,40 @@ TEST_F(ComponentUpdates, StartupThatReportsErroredThroughUpdateStateIsErroredDes
   EXPECT_THAT(daemon_->logs(), HasSubstr("component=com.test.Good version=1.0.0 state STARTING -> RUNNING"));
 }
 
+TEST_F(ComponentUpdates, AComponentThatRejectsItsNewConfigurationStopsTheDeployment) {
+  const fs::path node = "/usr/bin/node";
+  const fs::path js = fs::path(CANOPY_SOURCE_DIR) / "tests" / "js";
+  if (!fs::exists(node) || !fs::exists(js / "node_modules" / "aws-iot-device-sdk-v2"))
+    GTEST_SKIP() << "node or the JS SDK is missing (scripts/setup.d/js-sdk.sh)";
+  const fs::path script = dir_.path() / "validator.json";
+  write_file(script, R"({"totalTimeoutMs": 600000, "steps": [{"op": "connect"},
+    {"op": "subscribeToValidateConfigurationUpdates", "id": "v", "answer": "REJECTED", "message": "limit 500 is above the sensor's 100"},
+    {"op": "sleep", "ms": 590000}]})");
+  write_file(dir_.path() / "recipes" / "com.test.Validator-1.0.0.yaml",
+             "RecipeFormatVersion: '2020-01-25'\nComponentName: com.test.Validator\nComponentVersion: '1.0.0'\n"
+             "ComponentConfiguration:\n  DefaultConfiguration:\n    limit: 10\n"
+             "Lifecycle:\n  Run: exec " + node.string() + " " + (js / "ipc_client.js").string() + " " + script.string() + "\n");
+  auto r = cli({"deployment", "create", "--recipeDir", (dir_.path() / "recipes").string(), "--merge",
+                "com.test.Validator=1.0.0", "--wait", "--timeout", "60"});
+  ASSERT_EQ(r.exit_code, 0) << r.output << daemon_->logs();
+  // Wait until its validation stream is open.
+  const fs::path log = dir_.path() / "root" / "logs" / "com.test.Validator.log";
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < until &&
+         (!fs::exists(log) || read_file(log).find(R"("step":"subscribeToValidateConfigurationUpdates")") == std::string::npos))
+    std::this_thread::sleep_for(50ms);
+  ASSERT_THAT(read_file(log), HasSubstr(R"("step":"subscribeToValidateConfigurationUpdates")"));
+  const pid_t pid = nlohmann::json::parse(cli({"component", "details", "com.test.Validator", "--json"}).output)["componentDetails"]["pid"];
+
+  auto bad = cli({"deployment", "create", "--update-config", R"({"com.test.Validator":{"MERGE":{"limit":500}}})", "--wait",
+                  "--timeout", "60"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.output, HasSubstr("com.test.Validator rejected its new configuration: limit 500 is above the sensor's 100"));
+  const auto d = nlohmann::json::parse(cli({"component", "details", "com.test.Validator", "--json"}).output)["componentDetails"];
+  EXPECT_EQ(d["configuration"]["limit"], 10);
+  EXPECT_EQ(d["pid"], pid);
+  EXPECT_THAT(read_file(log), HasSubstr(R"("configuration":{"limit":500})"));
+}
+
 }  // namespace
 }  // namespace canopy::test

@@ -90,6 +90,12 @@ struct Hooks {
   std::function<void(const std::string& deployment, std::chrono::seconds timeout, std::function<void(std::int64_t)> done)>
       pre_update;
   std::function<void(const std::string& deployment)> post_update;
+  /// ConfigurationValidationPolicy: ask a running component whether `configuration` is
+  /// acceptable; `done(accepted, message)`. Called for each deployed component whose
+  /// configuration the deployment changes, before anything changes.
+  std::function<void(const std::string& component, const nlohmann::json& configuration, const std::string& deployment,
+                     std::function<void(bool, std::string)> done)>
+      validate;
 };
 
 /// Owns the deployment queue. Lives on the services strand like the lifecycle manager.
