@@ -34,6 +34,7 @@
 
 #include "canopy/config/store.hpp"
 #include "canopy/core/base64.hpp"
+#include "canopy/core/file.hpp"
 #include "canopy/core/log.hpp"
 
 namespace canopy::deploy {
@@ -49,42 +50,8 @@ std::int64_t now_ms() {
       .count();
 }
 
-result<std::string> read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) return errno_error(fmt::format("cannot read {}", p.string()), errno);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// Writes `text` to `p` atomically (tmp, fsync, rename, fsync of the folder).
 result<void> write_atomic(const fs::path& p, std::string_view text, mode_t mode = 0600) {
-  const fs::path tmp = p.string() + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return errno_error(fmt::format("cannot write {}", tmp.string()), errno);
-  std::size_t off = 0;
-  while (off < text.size()) {
-    const auto n = ::write(fd, text.data() + off, text.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int e = errno;
-      ::close(fd);
-      return errno_error(fmt::format("cannot write {}", tmp.string()), e);
-    }
-    off += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    const int e = errno;
-    ::close(fd);
-    return errno_error(fmt::format("cannot write {}", tmp.string()), e);
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), p.c_str()) != 0) return errno_error(fmt::format("cannot replace {}", p.string()), errno);
-  if (const int dfd = ::open(p.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-  return ok();
+  return write_file_atomically(p, text, mode);
 }
 
 std::string sha256_hex(std::string_view data) {

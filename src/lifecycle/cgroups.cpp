@@ -17,6 +17,7 @@
 
 #include <fmt/format.h>
 
+#include "canopy/core/file.hpp"
 #include "canopy/core/log.hpp"
 
 namespace canopy::lifecycle {
@@ -26,23 +27,9 @@ using namespace std::chrono_literals;
 
 // Reads a small kernel file; nullopt (errno kept) when it cannot be opened.
 std::optional<std::string> read_small(const fs::path& file) {
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
-  std::string text;
-  char buf[4096];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n > 0) {
-      text.append(buf, static_cast<std::size_t>(n));
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    break;
-  }
-  const int err = errno;
-  ::close(fd);
-  errno = err;
-  return text;
+  auto text = read_file(file);
+  if (!text) return std::nullopt;
+  return std::move(*text);
 }
 
 // One write(2) of the whole value, as cgroupfs expects. Returns 0 or an errno value.

@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "canopy/core/file.hpp"
 #include "canopy/core/log.hpp"
 
 namespace canopy::lifecycle {
@@ -35,21 +36,9 @@ struct ProcStat {
 // /proc/<pid>/stat is `pid (comm) state ppid pgrp ... starttime ...`. comm may hold spaces and
 // ')' itself, so fields are counted from the LAST ')'.
 std::optional<ProcStat> read_proc_stat(pid_t pid) {
-  const std::string path = fmt::format("/proc/{}/stat", pid);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
-  std::string text;
-  char buf[1024];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n > 0) {
-      text.append(buf, static_cast<std::size_t>(n));
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    break;
-  }
-  ::close(fd);
+  const auto read = read_file(fmt::format("/proc/{}/stat", pid));
+  if (!read) return std::nullopt;
+  const std::string& text = *read;
   const auto paren = text.rfind(')');
   if (paren == std::string::npos) return std::nullopt;
   // Fields after ")": index 0 is field 3 (state), so field N is index N - 3.
@@ -123,45 +112,6 @@ std::optional<ProcessTable::Record> record_from_json(const nlohmann::json& j) {
   return r;
 }
 
-result<void> write_file_atomically(const fs::path& file, const std::string& text) {
-  const fs::path tmp = file.string() + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return errno_error(fmt::format("cannot create {}", tmp.string()), errno);
-  ::fchmod(fd, 0600);  // an older .tmp may have had another mode
-  const char* p = text.data();
-  std::size_t left = text.size();
-  while (left > 0) {
-    const ssize_t n = ::write(fd, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = n < 0 ? errno : EIO;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return errno_error(fmt::format("cannot write {}", tmp.string()), err);
-    }
-    p += n;
-    left -= static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    const int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return errno_error(fmt::format("cannot fsync {}", tmp.string()), err);
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), file.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    return errno_error(fmt::format("cannot rename {} to {}", tmp.string(), file.string()), err);
-  }
-  // The rename itself is durable once the folder is synced.
-  const fs::path parent = file.has_parent_path() ? file.parent_path() : fs::path(".");
-  if (const int dfd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-  return ok();
-}
 
 }  // namespace
 
@@ -170,23 +120,12 @@ ProcessTable::ProcessTable(std::filesystem::path file) : file_(std::move(file)) 
   // has dealt with them, so an add() before it does not lose them.
   std::error_code ec;
   if (!fs::exists(file_, ec)) return;
-  const int fd = ::open(file_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    load_warnings_.push_back(fmt::format("cannot read the process table {}: {}", file_.string(), std::strerror(errno)));
+  const auto read = read_file(file_);
+  if (!read) {
+    load_warnings_.push_back("cannot read the process table: " + read.error().message);
     return;
   }
-  std::string text;
-  char buf[4096];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n > 0) {
-      text.append(buf, static_cast<std::size_t>(n));
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    break;
-  }
-  ::close(fd);
+  const std::string& text = *read;
   const auto j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("processes") || !j["processes"].is_array()) {
     load_warnings_.push_back(
