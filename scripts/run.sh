@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the dependencies, builds, starts canopyd in its embedded default (no configuration
-# file, state under .canopy-root/ in the checkout, logs on the console), and deploys the sample
+# Installs the dependencies, builds, starts canopyd (state under .canopy-root/ in the checkout,
+# logs on the console, recipes must be signed by the local key in .canopy-keys/), and deploys the sample
 # components of recipes/ and artifacts/: com.example.HelloWorld, com.example.Sensor and
 # com.example.Subscriber (the last two use the JS SDK in tests/js/node_modules). Then it waits
 # for canopyd; Ctrl-C stops canopyd and its components. Arguments go to canopyd.
@@ -66,7 +66,25 @@ trap stop_canopyd EXIT
 trap 'stop_canopyd; exit 130' INT
 trap 'stop_canopyd; exit 143' TERM
 
-"$canopyd" --root "$root" --foreground "$@" &
+# Signed deployments are the default path: a local signer key is made on the first run (kept in
+# .canopy-keys/, never on a real device), canopyd trusts only it, and the samples are signed
+# into .canopy-keys/recipes/ before they are deployed.
+keys="$repo/.canopy-keys"
+mkdir -p "$keys"
+chmod 0700 "$keys"
+if [ ! -f "$keys/signer.key" ]; then
+  "${canopy[0]}" keygen --out "$keys/signer"
+fi
+rm -rf "$keys/recipes"
+mkdir -p "$keys/recipes"
+cp recipes/*.yaml recipes/*.json "$keys/recipes/" 2>/dev/null || true
+for r in "$keys"/recipes/*.yaml "$keys"/recipes/*.json; do
+  if [ -f "$r" ]; then "${canopy[0]}" sign "$r" --key "$keys/signer.key" >/dev/null; fi
+done
+printf 'services:\n  canopy.Nucleus:\n    configuration:\n      deployment:\n        requireSignatures: true\n        trustedSigners:\n          - publicKeyPath: %s\n' \
+  "$keys/signer.pub" > "$keys/config.yaml"
+
+"$canopyd" --root "$root" --config "$keys/config.yaml" --foreground "$@" &
 canopyd_pid=$!
 
 ready=0
@@ -91,7 +109,7 @@ fi
 
 if [ "$deploy_samples" -eq 1 ]; then
   update_config=$(printf '{"com.example.Sensor":{"MERGE":{"nodeModules":"%s"}},"com.example.Subscriber":{"MERGE":{"nodeModules":"%s"}}}' "$sdk" "$sdk")
-  if ! "${canopy[@]}" deployment create --recipeDir recipes --artifactDir artifacts \
+  if ! "${canopy[@]}" deployment create --recipeDir "$keys/recipes" --artifactDir artifacts \
       --merge com.example.HelloWorld=1.0.0 --merge com.example.Sensor=1.0.0 --merge com.example.Subscriber=1.0.0 \
       --update-config "$update_config" --wait; then
     echo "run.sh: the sample deployment failed (see above); canopyd keeps running" >&2

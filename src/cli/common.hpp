@@ -66,5 +66,6 @@ void add_status_commands(CLI::App& app, Globals& g, Action& action);     // stat
 void add_component_commands(CLI::App& app, Globals& g, Action& action);  // component ...
 void add_deployment_commands(CLI::App& app, Globals& g, Action& action); // deployment ...
 void add_logs_command(CLI::App& app, Globals& g, Action& action);        // logs
+void add_sign_commands(CLI::App& app, Globals& g, Action& action);       // keygen, sign, verify (no canopyd)
 
 }  // namespace canopy::cli

@@ -321,6 +321,7 @@ result<nlohmann::json> build_create_request(const CreateArgs& args, const fs::pa
                                  *args.failure_policy));
     request["failureHandlingPolicy"] = policy;
   }
+  if (args.allow_downgrade) request["allowDowngrade"] = true;
   if (args.notify_components) {
     if (args.notify_timeout_seconds <= 0) return invalid("--notify-timeout must be a positive number of seconds");
     request["componentUpdatePolicy"] = {{"action", "NOTIFY_COMPONENTS"}, {"timeoutInSeconds", args.notify_timeout_seconds}};

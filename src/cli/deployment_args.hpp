@@ -27,6 +27,7 @@ struct CreateArgs {
   std::optional<std::string> failure_policy;  ///< --failure-handling-policy / -fp
   std::vector<std::string> run_with;          ///< --runWith name:posixUser=user[:group]
   std::vector<std::string> system_limits;     ///< --systemLimits name:memory=KB,cpus=N, or JSON
+  bool allow_downgrade = false;               ///< --allow-downgrade
   bool notify_components = false;             ///< --notify-components (ComponentUpdatePolicy NOTIFY_COMPONENTS)
   int notify_timeout_seconds = 60;            ///< --notify-timeout: how long components may take to answer
 };

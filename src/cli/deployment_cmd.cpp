@@ -32,6 +32,7 @@ struct CreateOptions {
   bool wait = false;
   int timeout_seconds = 600;
   bool notify_components = false;
+  bool allow_downgrade = false;
   int notify_timeout_seconds = 60;
 
   CreateArgs args() const {
@@ -49,6 +50,7 @@ struct CreateOptions {
     a.run_with = run_with;
     a.system_limits = system_limits;
     a.notify_components = notify_components;
+    a.allow_downgrade = allow_downgrade;
     a.notify_timeout_seconds = notify_timeout_seconds;
     return a;
   }
@@ -299,6 +301,8 @@ void add_deployment_commands(CLI::App& app, Globals& g, Action& action) {
       ->type_name("NAME:memory=KB,cpus=N")
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  create->add_flag("--allow-downgrade", o->allow_downgrade,
+                   "Allow installing a component version lower than the one installed (refused otherwise)");
   create->add_flag("--notify-components", o->notify_components,
                    "Tell components subscribed with SubscribeToComponentUpdates before updating, and let them defer "
                    "it with DeferComponentUpdate (Greengrass's NOTIFY_COMPONENTS; local deployments skip it by default)");

@@ -1,5 +1,6 @@
 #include "canopy/config/nucleus_config.hpp"
 
+#include <cctype>
 #include <charconv>
 #include <fstream>
 #include <functional>
@@ -247,6 +248,65 @@ result<Loaded> parse(std::string_view text, std::string_view file_name) {
                            {"restartBackoffMaxMs", r.integer(c.lifecycle.backoff_max_ms, 0, 86'400'000, "milliseconds")},
                            {"stopGraceSeconds", r.integer(c.lifecycle.stop_grace_seconds, 0, 3600, "seconds")},
                            {"deploymentTimeoutSeconds", r.integer(c.lifecycle.deployment_timeout_seconds, 1, 86400, "seconds")},
+                       });
+               }},
+              {"deployment",
+               [&](const YAML::Node& dn, const std::string& dp) {
+                 r.map(dn, dp,
+                       {
+                           {"requireSignatures",
+                            [&](const YAML::Node& bn, const std::string& bp) {
+                              if (!r.scalar(bn, bp, "true or false")) return;
+                              const std::string& v = bn.Scalar();
+                              if (v == "true") c.deployment.require_signatures = true;
+                              else if (v == "false") c.deployment.require_signatures = false;
+                              else r.error(bn, bp, fmt::format("expected true or false, got \"{}\"", v));
+                            }},
+                           {"signatureThreshold", r.integer(c.deployment.signature_threshold, 1, 100)},
+                           {"revokedKeyIds",
+                            [&](const YAML::Node& ln, const std::string& lp) {
+                              if (!ln.IsSequence()) {
+                                r.error(ln, lp, "expected a list of key ids (64 hex characters)");
+                                return;
+                              }
+                              for (std::size_t i = 0; i < ln.size(); ++i) {
+                                const auto item = ln[i];
+                                const std::string ip = fmt::format("{}[{}]", lp, i);
+                                if (!r.scalar(item, ip, "a key id (64 hex characters)")) continue;
+                                const std::string& v = item.Scalar();
+                                if (v.size() != 64 || v.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+                                  r.error(item, ip, fmt::format("expected a key id (64 hex characters), got \"{}\"", v));
+                                  continue;
+                                }
+                                std::string lower = v;
+                                for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+                                c.deployment.revoked_key_ids.push_back(lower);
+                              }
+                            }},
+                           {"trustedSigners",
+                            [&](const YAML::Node& ln, const std::string& lp) {
+                              if (!ln.IsSequence()) {
+                                r.error(ln, lp, "expected a list of signers ({publicKeyPath or publicKey, notAfter})");
+                                return;
+                              }
+                              for (std::size_t i = 0; i < ln.size(); ++i) {
+                                const auto item = ln[i];
+                                const std::string ip = fmt::format("{}[{}]", lp, i);
+                                TrustedSignerConfig t;
+                                t.line = item.Mark().line + 1;
+                                r.map(item, ip,
+                                      {
+                                          {"publicKeyPath", r.path(t.public_key_path)},
+                                          {"publicKey", r.string(t.public_key_pem)},
+                                          {"notAfter", r.string(t.not_after)},
+                                      });
+                                if (t.public_key_path.empty() == t.public_key_pem.empty()) {
+                                  r.error(item, ip, "expected exactly one of publicKeyPath and publicKey");
+                                  continue;
+                                }
+                                c.deployment.trusted_signers.push_back(std::move(t));
+                              }
+                            }},
                        });
                }},
               {"runWithDefault",

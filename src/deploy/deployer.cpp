@@ -288,6 +288,10 @@ result<Request> parse_request(const nlohmann::json& body) {
       r.run_with[name] = std::move(rw);
     }
   }
+  if (auto it = body.find("allowDowngrade"); it != body.end() && !it->is_null()) {
+    if (!it->is_boolean()) return make_error(errc::invalid, "CreateLocalDeployment: \"allowDowngrade\" must be true or false");
+    r.allow_downgrade = it->get<bool>();
+  }
   if (auto it = body.find("componentUpdatePolicy"); it != body.end() && it->is_object()) {
     r.notify_components = it->value("action", std::string("SKIP_NOTIFY_COMPONENTS")) == "NOTIFY_COMPONENTS";
     r.notify_timeout = std::chrono::seconds(it->value("timeoutInSeconds", 60));
@@ -645,6 +649,29 @@ struct Deployer::Impl {
     auto resolved = resolve(pinned, catalog);
     if (!resolved) return reject(resolved.error().message);
 
+    // 3b. Signatures and downgrades, before anything is written.
+    if (settings.trust.require_signatures && settings.trust.signers.size() < settings.trust.threshold)
+      return reject(fmt::format("this device requires recipe signatures but trusts {} signer(s) for a threshold of {}; "
+                                "add keys to deployment.trustedSigners in the nucleus configuration (make one with "
+                                "`canopy keygen`, sign recipes with `canopy sign`)",
+                                settings.trust.signers.size(), settings.trust.threshold));
+    for (const auto& [n, v] : *resolved) {
+      const LoadedRecipe& lr = catalog[n][v];
+      if (auto d = deployed.components.find(n); d != deployed.components.end() && !req.allow_downgrade) {
+        if (auto installed = recipe::parse_version(d->second.version); installed && v < *installed)
+          return reject(fmt::format("{} {} is older than the installed {}; deploy it with --allow-downgrade if that "
+                                    "is intended",
+                                    n, v.to_string(), d->second.version));
+      }
+      // Recipes already in packages/recipes were checked when they were installed.
+      if (lr.source.parent_path() == settings.layout.recipes_dir()) continue;
+      const fs::path sig_file = lr.source.string() + ".sig";
+      std::optional<std::string> sig;
+      if (auto t = read_file(sig_file)) sig = std::move(*t);
+      if (auto ok_sig = trust::verify_recipe(lr.text, sig, settings.trust, lr.source.filename().string()); !ok_sig)
+        return reject(ok_sig.error().message);
+    }
+
     // 4. Per component: manifest, artifacts, run-as user.
     DeployedState after;
     after.groups = groups;
@@ -807,6 +834,10 @@ struct Deployer::Impl {
       const auto& e = after.components[n];
       if (auto w = write_atomic(settings.layout.recipes_dir() / e.recipe_file, inst.recipe->text, 0644); !w)
         return fail_and_restore(w.error().message);
+      // Keep the signature beside the installed recipe, for audits.
+      if (auto sig = read_file(inst.recipe->source.string() + ".sig"))
+        if (auto w = write_atomic(settings.layout.recipes_dir() / (e.recipe_file + ".sig"), *sig, 0644); !w)
+          return fail_and_restore(w.error().message);
       if (!inst.artifact_source.empty())
         if (auto r = install_artifacts(n, e, inst.selection, inst.artifact_source); !r)
           return fail_and_restore(r.error().message);

@@ -4,7 +4,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cctype>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <set>
 #include <string>
@@ -27,10 +29,12 @@
 #include "canopy/deploy/deployer.hpp"
 #include "canopy/lifecycle/manager.hpp"
 #include "canopy/lifecycle/process.hpp"
+#include "canopy/trust/signature.hpp"
 #include "canopy/ipc/policy.hpp"
 #include "canopy/ipc/server.hpp"
 #include "canopy/ipc/services.hpp"
 #include "canopy/pubsub/router.hpp"
+#include "canopy/core/file.hpp"
 #include "canopy/core/log.hpp"
 #include "canopy/core/paths.hpp"
 #include "canopy/core/version.hpp"
@@ -222,6 +226,20 @@ class Daemon {
     manager_ = std::make_unique<lifecycle::Manager>(services_, ms, *store_, *launcher_, *processes_, mh);
 
     deploy::Settings ds;
+    auto trust = load_trust_policy();
+    if (!trust) return trust.error();
+    ds.trust = std::move(*trust);
+    if (ds.trust.require_signatures && ds.trust.signers.size() < ds.trust.threshold)
+      log_->warn("deployment.requireSignatures is true but {} trusted signer(s) are configured for a "
+                 "signatureThreshold of {}: every deployment will be rejected until deployment.trustedSigners lists "
+                 "enough keys (make one with `canopy keygen`)",
+                 ds.trust.signers.size(), ds.trust.threshold);
+    if (!ds.trust.require_signatures)
+      log_->warn("deployments are not signature-checked (deployment.requireSignatures is false): any recipe an "
+                 "operator or component with deployment rights hands over is installed");
+    else
+      log_->info("deployments require {} valid signature(s) from {} trusted signer(s)", ds.trust.threshold,
+                 ds.trust.signers.size());
     ds.layout = layout_;
     ds.platform = deploy::detect_platform();
     ds.default_posix_user = config_.run_with_default.posix_user;
@@ -240,6 +258,41 @@ class Daemon {
     ctx_->deployer = deployer_.get();
     ctx_->on_state_reported = [this](const std::string& name, const std::string& st) { manager_->report_state(name, st); };
     return deployer_->start();
+  }
+
+  // deployment.* of the configuration file as a trust policy: key files read (relative to the
+  // configuration file's folder), key ids computed, expiry dates parsed. Any error stops the
+  // start: running with a half-read trust list would be worse than not running.
+  result<trust::TrustPolicy> load_trust_policy() const {
+    const auto& d = config_.deployment;
+    trust::TrustPolicy p;
+    p.require_signatures = d.require_signatures;
+    p.threshold = d.signature_threshold;
+    p.revoked_keyids = d.revoked_key_ids;
+    const fs::path base = options_.config_file ? options_.config_file->parent_path() : fs::current_path();
+    for (std::size_t i = 0; i < d.trusted_signers.size(); ++i) {
+      const auto& t = d.trusted_signers[i];
+      const std::string where = fmt::format("deployment.trustedSigners[{}]", i);
+      std::string pem = t.public_key_pem;
+      std::string what = where + ".publicKey";
+      if (!t.public_key_path.empty()) {
+        const fs::path file = t.public_key_path.is_absolute() ? t.public_key_path : base / t.public_key_path;
+        auto text = read_file(file);
+        if (!text) return make_error(errc::config, fmt::format("{}.publicKeyPath: {}", where, text.error().message));
+        pem = std::move(*text);
+        what = file.string();
+      }
+      auto key = trust::parse_public_key(pem, what);
+      if (!key) return make_error(errc::config, fmt::format("{}: {}", where, key.error().message));
+      trust::TrustedSigner signer{std::move(*key), std::nullopt, what};
+      if (!t.not_after.empty()) {
+        auto when = trust::parse_rfc3339(t.not_after, where + ".notAfter");
+        if (!when) return make_error(errc::config, when.error().message);
+        signer.not_after = *when;
+      }
+      p.signers.push_back(std::move(signer));
+    }
+    return p;
   }
 
   std::string thing_name() const {

@@ -61,6 +61,23 @@ struct LifecycleConfig {
   std::uint64_t deployment_timeout_seconds = 600;  ///< deploymentTimeoutSeconds: wait for RUNNING/FINISHED
 };
 
+/// One entry of deployment.trustedSigners.
+struct TrustedSignerConfig {
+  std::filesystem::path public_key_path;  ///< publicKeyPath (relative: to the configuration file's folder)
+  std::string public_key_pem;             ///< publicKey: the PEM itself
+  std::string not_after;                  ///< notAfter: RFC 3339, empty when the key does not expire
+  int line = 0;                           ///< where it was configured, for messages
+};
+
+/// services.canopy.Nucleus.configuration.deployment: who may sign recipes. Only the
+/// configuration file sets it; deployments cannot change it.
+struct DeploymentTrustConfig {
+  bool require_signatures = false;  ///< requireSignatures (the packaged config.yaml sets true)
+  std::vector<TrustedSignerConfig> trusted_signers;  ///< trustedSigners
+  std::vector<std::string> revoked_key_ids;          ///< revokedKeyIds (hex SHA-256 key ids)
+  std::uint32_t signature_threshold = 1;             ///< signatureThreshold
+};
+
 /// services.canopy.Nucleus.configuration.ipc (the component IPC server)
 struct IpcConfig {
   std::string socket_group = "canopy";           ///< socketGroup: group of the 0660 socket and operators
@@ -94,6 +111,7 @@ struct NucleusConfig {
   SpoolerConfig spooler;
   RunWithDefault run_with_default;
   LifecycleConfig lifecycle;
+  DeploymentTrustConfig deployment;
   IpcConfig ipc;
 
   /// services other than canopy.Nucleus (component configurations), kept as JSON for

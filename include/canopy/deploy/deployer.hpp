@@ -20,6 +20,7 @@
 #include "canopy/core/paths.hpp"
 #include "canopy/lifecycle/manager.hpp"
 #include "canopy/recipe/recipe.hpp"
+#include "canopy/trust/signature.hpp"
 
 namespace canopy::config {
 class ConfigStore;
@@ -52,6 +53,7 @@ struct Request {
   std::filesystem::path recipe_dir;    ///< empty: only recipes already installed
   std::filesystem::path artifact_dir;  ///< `<dir>/<name>/<version>/<file>`
   FailurePolicy failure_policy = FailurePolicy::rollback;
+  bool allow_downgrade = false;                  ///< allowDowngrade (Canopy): install a lower version than the installed one
   bool notify_components = false;                ///< NOTIFY_COMPONENTS (local default: skip)
   std::chrono::seconds notify_timeout{60};       ///< ComponentUpdatePolicy.Timeout
 };
@@ -81,6 +83,9 @@ struct Settings {
   std::string default_posix_user = "ggc_user:ggc_group";  ///< owner of artifacts without RunWith
   std::chrono::seconds deployment_timeout{600};  ///< how long a deployment waits for its components
   std::size_t history = 100;                     ///< finished deployments kept
+  /// Who may sign recipes. With require_signatures, every recipe a deployment brings must
+  /// carry `<recipe>.sig` with enough valid signatures of trusted keys, or nothing is written.
+  trust::TrustPolicy trust;
 };
 
 /// What the deployer calls out to (implemented by the nucleus over IPC).
