@@ -263,6 +263,8 @@ result<Loaded> parse(std::string_view text, std::string_view file_name) {
                               else r.error(bn, bp, fmt::format("expected true or false, got \"{}\"", v));
                             }},
                            {"signatureThreshold", r.integer(c.deployment.signature_threshold, 1, 100)},
+                           {"downloadCaFile", r.path(c.deployment.download_ca_file)},
+                           {"maxDownloadBytes", r.integer(c.deployment.max_download_bytes, 1024, kMaxI64, "bytes")},
                            {"revokedKeyIds",
                             [&](const YAML::Node& ln, const std::string& lp) {
                               if (!ln.IsSequence()) {

@@ -20,6 +20,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -36,6 +37,7 @@
 #include "canopy/core/base64.hpp"
 #include "canopy/core/file.hpp"
 #include "canopy/core/log.hpp"
+#include "canopy/deploy/fetch.hpp"
 
 namespace canopy::deploy {
 namespace net = boost::asio;
@@ -106,6 +108,55 @@ mode_t artifact_mode(const recipe::Permission& p) {
   if (p.execute == recipe::Access::all) m |= 0111;
   return m | 0200;  // the owner may replace its own files (Greengrass leaves write to the owner)
 }
+
+// Zip-bomb limits: archives may unpack to at most this many bytes, at most this many times
+// their own size.
+constexpr std::uint64_t kMaxUnarchivedBytes = 1ull << 30;
+constexpr std::uint64_t kMaxCompressionRatio = 200;
+
+// Refuses archives that could escape their folder or exhaust the disk: entries with absolute
+// or `..` paths, symbolic links, more than kMaxUnarchivedBytes in all, or a compression ratio
+// above kMaxCompressionRatio. Checked before anything is written; unzip() enforces the byte limit
+// again while writing (declared sizes can lie).
+result<void> check_zip(zip_t* z, const fs::path& file) {
+  const zip_int64_t n = zip_get_num_entries(z, 0);
+  std::uint64_t total = 0;
+  std::uint64_t packed = 0;
+  for (zip_int64_t i = 0; i < n; ++i) {
+    const auto idx = static_cast<zip_uint64_t>(i);
+    const char* raw = zip_get_name(z, idx, 0);
+    if (!raw) return make_error(errc::invalid, fmt::format("{}: entry {} has no readable name", file.string(), i));
+    const fs::path rel = fs::path(raw).lexically_normal();
+    if (rel.is_absolute() || rel.empty() || *rel.begin() == "..")
+      return make_error(errc::invalid, fmt::format("{}: entry \"{}\" points outside the archive (zip slip)", file.string(), raw));
+    zip_uint8_t opsys = 0;
+    zip_uint32_t attr = 0;
+    zip_file_get_external_attributes(z, idx, 0, &opsys, &attr);
+    if (opsys == ZIP_OPSYS_UNIX && S_ISLNK(static_cast<mode_t>(attr >> 16)))
+      return make_error(errc::invalid, fmt::format("{}: entry \"{}\" is a symbolic link; archives with links are refused", file.string(), raw));
+    zip_stat_t st;
+    zip_stat_init(&st);
+    if (zip_stat_index(z, idx, 0, &st) == 0) {
+      if (st.valid & ZIP_STAT_SIZE) total += st.size;
+      if (st.valid & ZIP_STAT_COMP_SIZE) packed += st.comp_size;
+    }
+    if (total > kMaxUnarchivedBytes)
+      return make_error(errc::invalid, fmt::format("{} would unpack to more than {} MiB; refused", file.string(),
+                                                   kMaxUnarchivedBytes >> 20));
+  }
+  if (total > (1u << 20) && total > std::max<std::uint64_t>(packed, 1) * kMaxCompressionRatio)
+    return make_error(errc::invalid, fmt::format("{} unpacks to {} bytes from {} ({} times its size, more than {}): it "
+                                                 "looks like a zip bomb; refused",
+                                                 file.string(), total, packed, total / std::max<std::uint64_t>(packed, 1),
+                                                 kMaxCompressionRatio));
+  return ok();
+}
+
+// An https:// artifact to fetch into packages/downloads/ before the deployment can go on.
+struct Download {
+  std::string url;
+  fs::path dest;
+};
 
 struct LoadedRecipe {
   std::string text;
@@ -356,6 +407,11 @@ struct Deployer::Impl {
   Hooks hooks;
   std::shared_ptr<spdlog::logger> log;
   std::string default_user;
+  std::thread downloader;  // the running download batch, if any (joined before the next one and at exit)
+
+  ~Impl() {
+    if (downloader.joinable()) downloader.join();
+  }
 
   DeployedState deployed;
   std::vector<Record> history;  // oldest first
@@ -406,7 +462,28 @@ struct Deployer::Impl {
     if (auto w = write_atomic(history_file(), j.dump()); !w) log->error("cannot save deployment history: {}", w.error().message);
   }
 
-  result<void> save_state(const DeployedState& s) { return write_atomic(state_file(), s.to_json().dump(2)); }
+  // deployed.json.bak keeps the previous good version (a hard link made before the replace), so
+  // a damaged deployed.json is recovered at start-up rather than leaving the device empty.
+  result<void> save_state(const DeployedState& s) {
+    const fs::path bak = state_file().string() + ".bak";
+    std::error_code ec;
+    if (fs::exists(state_file(), ec)) {
+      fs::remove(bak, ec);
+      fs::create_hard_link(state_file(), bak, ec);
+    }
+    return write_atomic(state_file(), s.to_json().dump(2));
+  }
+
+  // Reads deployed.json (or, when `file` is damaged, says why).
+  static result<DeployedState> load_state(const fs::path& file) {
+    auto text = read_file(file);
+    if (!text) return text.error();
+    nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+    if (j.is_discarded()) return make_error(errc::corrupt, fmt::format("{} is not valid JSON", file.string()));
+    auto st = DeployedState::from_json(j);
+    if (!st) return make_error(errc::corrupt, fmt::format("{} does not have the expected shape: {}", file.string(), st.error().message));
+    return st;
+  }
 
   void finish(const std::string& id, const std::string& status, const std::string& detailed, const std::string& message) {
     if (auto* r = record(id)) {
@@ -477,25 +554,37 @@ struct Deployer::Impl {
       }
     }
     if (fs::exists(state_file())) {
-      auto text = read_file(state_file());
-      if (!text) return text.error();
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(*text);
-      } catch (const std::exception& e) {
-        return make_error(errc::corrupt, fmt::format("the deployed set {} is damaged: {}; restore it from "
-                                                     "a backup or remove it to start with no components",
-                                                     state_file().string(), e.what()));
+      auto st = load_state(state_file());
+      if (!st && st.error().code == errc::corrupt) {
+        const fs::path bak = state_file().string() + ".bak";
+        const fs::path aside = fmt::format("{}.corrupt-{}", state_file().string(), now_ms() / 1000);
+        fs::rename(state_file(), aside, ec);
+        auto previous = fs::exists(bak) ? load_state(bak) : result<DeployedState>(make_error(errc::not_found, "no backup"));
+        if (!previous)
+          return make_error(errc::corrupt,
+                            fmt::format("the deployed set is damaged ({}) and there is no intact backup ({}); the damaged "
+                                        "file was moved to {}. Remove {} to start with no components, or restore one",
+                                        st.error().message, previous.error().message, aside.string(), bak.string()));
+        log->error("the deployed set was damaged ({}); moved it to {} and recovered the previous one from {}. The last "
+                   "deployment may have to be repeated",
+                   st.error().message, aside.string(), bak.string());
+        st = std::move(previous);
+        if (auto w = save_state(*st); !w) return w;
       }
-      auto s = DeployedState::from_json(j);
-      if (!s) return make_error(errc::corrupt, fmt::format("the deployed set {} is damaged: {}", state_file().string(), s.error().message));
-      deployed = std::move(*s);
+      if (!st) return st.error();
+      deployed = std::move(*st);
     }
     // An interrupted deployment: roll back to the set before it.
     std::string interrupted = deployed.pending;
     for (auto& r : history)
       if (r.status == "IN_PROGRESS" && interrupted.empty()) interrupted = r.id;
-    if (!interrupted.empty()) {
+    const Record* interrupted_record = interrupted.empty() ? nullptr : record(interrupted);
+    const bool already_finished = interrupted_record && interrupted_record->status != "IN_PROGRESS" &&
+                                  interrupted_record->status != "QUEUED";  // a recovered backup's leftover mark
+    if (!interrupted.empty() && already_finished) {
+      deployed.pending.clear();
+      if (auto w = save_state(deployed); !w) return w;
+    } else if (!interrupted.empty()) {
       if (fs::exists(rollback_file(interrupted))) {
         if (auto r = restore(interrupted); !r) return r;
       }
@@ -679,7 +768,9 @@ struct Deployer::Impl {
       const LoadedRecipe* recipe;
       recipe::Selection selection;
       fs::path artifact_source;  // empty: keep what is installed
+      std::map<std::string, fs::path> extra_files;  // artifacts from file:// URIs, relative paths or downloads
     };
+    std::vector<Download> downloads;  // https:// artifacts not downloaded yet
     std::map<std::string, Install> installs;
     for (const auto& [n, v] : *resolved) {
       const LoadedRecipe& lr = catalog[n][v];
@@ -687,7 +778,7 @@ struct Deployer::Impl {
       const std::string where = lr.source.filename().string();
       auto sel = recipe::select_manifest(lr.recipe, settings.platform, where);
       if (!sel) return reject(sel.error().message);
-      Install inst{&lr, std::move(*sel), {}};
+      Install inst{&lr, std::move(*sel), {}, {}};
       const fs::path src = req.artifact_dir.empty() ? fs::path() : req.artifact_dir / n / v.to_string();
       const fs::path installed = settings.layout.artifacts_dir() / n / v.to_string();
       std::error_code ec;
@@ -702,6 +793,36 @@ struct Deployer::Impl {
         if (file.empty() || file == "." || file == "..")
           return reject(fmt::format("{}.URI: expected a URI that ends in a file name, got \"{}\"", at, art.uri));
         fs::path p = have_src ? src / file : installed / file;
+        // Not in the artifact folder and not installed: where the URI says, if Canopy can get it.
+        if (!fs::is_regular_file(p, ec) && !(have_src && fs::is_regular_file(installed / file, ec))) {
+          const auto colon = art.uri.find("://");
+          const std::string scheme = colon == std::string::npos ? std::string() : art.uri.substr(0, colon);
+          if (scheme == "file") {
+            p = art.uri.substr(colon + 3);
+            if (!fs::is_regular_file(p, ec))
+              return reject(fmt::format("{}.URI: expected the file {}, got no such file", at, p.string()));
+            inst.extra_files[file] = p;
+          } else if (scheme.empty() && !req.artifact_dir.empty() && fs::is_regular_file(req.artifact_dir / art.uri, ec)) {
+            p = req.artifact_dir / art.uri;
+            inst.extra_files[file] = p;
+          } else if (scheme == "https") {
+            p = settings.layout.root / "packages" / "downloads" / n / v.to_string() / file;
+            if (!fs::is_regular_file(p, ec)) {
+              downloads.push_back({art.uri, p});
+              continue;  // checked once downloaded, when this runs again
+            }
+            inst.extra_files[file] = p;
+          } else if (scheme == "s3" || scheme == "greengrass") {
+            return reject(fmt::format("{}.URI: {} must be downloaded, and downloading {}:// artifacts is not supported "
+                                      "yet; put {} in {}",
+                                      at, art.uri, scheme, file,
+                                      ((req.artifact_dir.empty() ? fs::path("<artifactDir>") : req.artifact_dir) / n /
+                                       v.to_string())
+                                          .string()));
+          }
+        } else if (!fs::is_regular_file(p, ec)) {
+          p = installed / file;
+        }
         if (!fs::is_regular_file(p, ec))
           return reject(fmt::format("{}.URI: expected the file {} in {}, got no such file", at, file,
                                     have_src ? src.string()
@@ -725,10 +846,12 @@ struct Deployer::Impl {
             return reject(fmt::format("{}.Unarchive: expected {} to be a ZIP archive, got a file libzip cannot open "
                                       "({})", at, p.string(), why));
           }
+          auto safe = check_zip(z, p);
           zip_discard(z);
+          if (!safe) return reject(fmt::format("{}.Unarchive: {}", at, safe.error().message));
         }
       }
-      if (have_src) inst.artifact_source = src;
+      if (have_src || !inst.extra_files.empty()) inst.artifact_source = have_src ? src : installed;
       DeployedState::Entry e;
       e.version = v.to_string();
       e.recipe_file = n + "-" + e.version + lr.extension;
@@ -737,6 +860,10 @@ struct Deployer::Impl {
       after.components[n] = std::move(e);
       installs.emplace(n, std::move(inst));
     }
+    // https:// artifacts are fetched off the event loop; then this runs again from the top and
+    // finds them in packages/downloads/ (digests are checked then, before anything is installed).
+    if (!downloads.empty()) return start_downloads(a.id, std::move(downloads));
+
     for (const auto& [n, u] : req.configuration)
       if (!after.components.count(n))
         return reject(fmt::format("the configuration update names {}, which is not part of the deployment", n));
@@ -839,7 +966,7 @@ struct Deployer::Impl {
         if (auto w = write_atomic(settings.layout.recipes_dir() / (e.recipe_file + ".sig"), *sig, 0644); !w)
           return fail_and_restore(w.error().message);
       if (!inst.artifact_source.empty())
-        if (auto r = install_artifacts(n, e, inst.selection, inst.artifact_source); !r)
+        if (auto r = install_artifacts(n, e, inst.selection, inst.artifact_source, inst.extra_files); !r)
           return fail_and_restore(r.error().message);
     }
     // 9. Configuration.
@@ -878,6 +1005,42 @@ struct Deployer::Impl {
     });
   }
 
+  // Fetches every download on a worker thread (one at a time, streamed to disk, resumable),
+  // reporting progress in the deployment's message, then continues the deployment on the strand.
+  void start_downloads(const std::string& id, std::vector<Download> list) {
+    if (downloader.joinable()) downloader.join();
+    auto* rec = record(id);
+    if (rec) rec->message = fmt::format("downloading {} artifact(s)", list.size());
+    log->info("deployment={} downloading {} artifact(s)", id, list.size());
+    FetchOptions fo;
+    fo.ca_file = settings.download_ca_file;
+    fo.max_bytes = settings.max_download_bytes;
+    downloader = std::thread([this, id, list = std::move(list), fo]() mutable {
+      result<void> outcome = ok();
+      for (const auto& d : list) {
+        std::error_code ec;
+        fs::create_directories(d.dest.parent_path(), ec);
+        const std::string name = d.dest.filename().string();
+        fo.progress = [this, id, name](std::uint64_t got, std::optional<std::uint64_t> total) {
+          const std::string msg = total ? fmt::format("downloading {}: {:.1f} of {:.1f} MiB", name, got / 1048576.0,
+                                                      *total / 1048576.0)
+                                        : fmt::format("downloading {}: {:.1f} MiB", name, got / 1048576.0);
+          net::post(executor, [this, id, msg] {
+            if (auto* r = record(id)) r->message = msg;
+          });
+        };
+        outcome = fetch_https(d.url, d.dest, fo);
+        if (!outcome) break;
+      }
+      net::post(executor, [this, id, outcome] {
+        if (!active || active->id != id) return;
+        if (!outcome) return reject("cannot download an artifact: " + outcome.error().message);
+        log->info("deployment={} downloads complete", id);
+        prepare_and_apply();
+      });
+    });
+  }
+
   void validate_next(const std::string& id,
                      std::shared_ptr<std::vector<std::pair<std::string, nlohmann::json>>> pending) {
     if (!active || active->id != id) return;
@@ -902,15 +1065,21 @@ struct Deployer::Impl {
   // Copies <artifactDir>/<name>/<version>/ into packages/artifacts/<name>/<version>/ (staged,
   // then swapped in by rename), sets owners and modes, unpacks ZIP archives.
   result<void> install_artifacts(const std::string& name, const DeployedState::Entry& e, const recipe::Selection& sel,
-                                 const fs::path& src) {
+                                 const fs::path& src, const std::map<std::string, fs::path>& extra_files) {
     const fs::path dest = settings.layout.artifacts_dir() / name / e.version;
     const fs::path staging = settings.layout.artifacts_dir() / name / (".staging-" + e.version);
     std::error_code ec;
     fs::remove_all(staging, ec);
     fs::create_directories(staging.parent_path(), ec);
     ::chmod(staging.parent_path().c_str(), 0755);  // components running as other users traverse it
-    fs::copy(src, staging, fs::copy_options::recursive, ec);
+    if (fs::is_directory(src, ec)) fs::copy(src, staging, fs::copy_options::recursive, ec);
+    else fs::create_directories(staging, ec);
     if (ec) return make_error(errc::io, fmt::format("{} {}: cannot copy artifacts from {}: {}", name, e.version, src.string(), ec.message()));
+    for (const auto& [file, from] : extra_files) {
+      fs::copy_file(from, staging / file, fs::copy_options::overwrite_existing, ec);
+      if (ec)
+        return make_error(errc::io, fmt::format("{} {}: cannot copy artifact {}: {}", name, e.version, from.string(), ec.message()));
+    }
     uid_t uid = ::geteuid();
     gid_t gid = ::getegid();
     if (::geteuid() == 0) {
@@ -956,16 +1125,13 @@ struct Deployer::Impl {
     fs::create_directories(out, ec);
     for (fs::path p = out.parent_path(); p.filename() != "artifacts-unarchived" && p.has_relative_path(); p = p.parent_path())
       ::chmod(p.c_str(), 0755);
-    const zip_int64_t n = zip_get_num_entries(z, 0);
-    result<void> res = ok();
+    result<void> res = check_zip(z, file);
+    const zip_int64_t n = res ? zip_get_num_entries(z, 0) : 0;
+    std::uint64_t written = 0;
     for (zip_int64_t i = 0; i < n && res; ++i) {
       const char* raw = zip_get_name(z, static_cast<zip_uint64_t>(i), 0);
       if (!raw) continue;
       const fs::path rel = fs::path(raw).lexically_normal();
-      if (rel.is_absolute() || rel.empty() || *rel.begin() == "..") {
-        res = make_error(errc::invalid, fmt::format("{}: entry \"{}\" points outside the archive", file.string(), raw));
-        break;
-      }
       const fs::path target = out / rel;
       if (std::string_view(raw).ends_with("/")) {
         fs::create_directories(target, ec);
@@ -984,7 +1150,15 @@ struct Deployer::Impl {
       std::ofstream o(target, std::ios::binary);
       char buf[65536];
       zip_int64_t got;
-      while ((got = zip_fread(zf, buf, sizeof buf)) > 0) o.write(buf, got);
+      while ((got = zip_fread(zf, buf, sizeof buf)) > 0) {
+        written += static_cast<std::uint64_t>(got);
+        if (written > kMaxUnarchivedBytes) {
+          res = make_error(errc::invalid, fmt::format("{} unpacks to more than {} MiB; stopped", file.string(),
+                                                      kMaxUnarchivedBytes >> 20));
+          break;
+        }
+        o.write(buf, got);
+      }
       zip_fclose(zf);
       if (!o) res = make_error(errc::io, fmt::format("cannot write {}", target.string()));
       o.close();
@@ -1076,10 +1250,45 @@ struct Deployer::Impl {
     succeed();
   }
 
+  // After a successful deployment: versions, recipes and downloads the deployed set does not
+  // use any more are removed (the rollback of a later deployment needs only the current set).
+  void remove_stale_versions() {
+    std::error_code ec;
+    for (const fs::path& base : {settings.layout.artifacts_dir(), settings.layout.unarchived_dir()}) {
+      for (fs::directory_iterator c(base, ec), end; !ec && c != end; c.increment(ec)) {
+        const std::string name = c->path().filename().string();
+        auto dep = deployed.components.find(name);
+        std::vector<fs::path> stale;
+        for (fs::directory_iterator v(c->path(), ec), vend; !ec && v != vend; v.increment(ec))
+          if (dep == deployed.components.end() || v->path().filename() != dep->second.version) stale.push_back(v->path());
+        ec.clear();
+        for (const auto& p : stale) {
+          std::error_code rec;
+          fs::remove_all(p, rec);
+          if (!rec) log->info("removed stale {}", p.string());
+        }
+        if (dep == deployed.components.end()) fs::remove(c->path(), ec);
+        ec.clear();
+      }
+      ec.clear();
+    }
+    std::set<std::string> keep;
+    for (const auto& [n, e] : deployed.components) {
+      keep.insert(e.recipe_file);
+      keep.insert(e.recipe_file + ".sig");
+    }
+    std::vector<fs::path> stale_recipes;
+    for (fs::directory_iterator it(settings.layout.recipes_dir(), ec), end; !ec && it != end; it.increment(ec))
+      if (it->is_regular_file() && !keep.count(it->path().filename().string())) stale_recipes.push_back(it->path());
+    for (const auto& p : stale_recipes) fs::remove(p, ec);
+    fs::remove_all(settings.layout.root / "packages" / "downloads", ec);
+  }
+
   void succeed() {
     auto& a = *active;
     deployed.pending.clear();
     if (auto w = save_state(deployed); !w) log->error("deployment={} cannot save the deployed set: {}", a.id, w.error().message);
+    remove_stale_versions();
     std::error_code ec;
     fs::remove_all(rollback_file(a.id).parent_path(), ec);
     const std::string id = a.id;

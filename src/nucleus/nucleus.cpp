@@ -240,6 +240,8 @@ class Daemon {
     else
       log_->info("deployments require {} valid signature(s) from {} trusted signer(s)", ds.trust.threshold,
                  ds.trust.signers.size());
+    ds.download_ca_file = config_.deployment.download_ca_file;
+    ds.max_download_bytes = config_.deployment.max_download_bytes;
     ds.layout = layout_;
     ds.platform = deploy::detect_platform();
     ds.default_posix_user = config_.run_with_default.posix_user;

@@ -189,8 +189,8 @@ std::vector<Defect> defects() {
                      {{kFile, bad(artifact("{URI: 's3://bucket/run.sh'}"))}},
                      {{"com.test.Bad/1.0.0/other.sh", kArtifactText}},
                      merge(),
-                     {kFile + ": Manifests[0].Artifacts[0].URI: expected the file run.sh in ", "com.test.Bad/1.0.0",
-                      "got no such file"}});
+                     {kFile + ": Manifests[0].Artifacts[0].URI: s3://bucket/run.sh must be downloaded",
+                      "downloading s3:// artifacts is not supported yet; put run.sh in ", "com.test.Bad/1.0.0"}});
   t.push_back(Defect{"UnarchiveZipOfAFileThatIsNoZip",
                      {{kFile, bad(artifact("{URI: 's3://bucket/app.zip', Unarchive: ZIP}"))}},
                      {{"com.test.Bad/1.0.0/app.zip", kArtifactText}},

@@ -560,6 +560,26 @@ TEST_F(Lifecycle, BootstrapExit100RestartsCanopydOnceAfterTheDeployment) {
   EXPECT_EQ(count_in_log("com.test.Boot", "(stdout) running"), 2u);
 }
 
+TEST_F(Lifecycle, ADamagedDeployedSetIsRecoveredFromItsBackup) {
+  start();
+  recipe("com.test.Keep", "1.0.0", kSleepRun);
+  ASSERT_EQ(deploy({"--merge", "com.test.Keep=1.0.0"}).exit_code, 0) << diagnostics();
+  ASSERT_EQ(daemon_->stop(), 0);
+  daemon_.reset();
+  write_file(root() / "deployments" / "deployed.json", "{\"groups\": tru");
+  start();
+  ASSERT_TRUE(wait_state("com.test.Keep", "RUNNING")) << diagnostics();
+  EXPECT_THAT(diagnostics(), HasSubstr("the deployed set was damaged"));
+  bool moved_aside = false;
+  for (const auto& e : fs::directory_iterator(root() / "deployments"))
+    if (e.path().filename().string().rfind("deployed.json.corrupt-", 0) == 0) moved_aside = true;
+  EXPECT_TRUE(moved_aside);
+  // The deployment that made it stays SUCCEEDED.
+  auto list = nlohmann::json::parse(cli({"deployment", "list", "--json"}).output)["localDeployments"];
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0]["status"], "SUCCEEDED");
+}
+
 TEST_F(Lifecycle, ResourceLimitsApplyOrSayWhyNot) {
   start();
   recipe("com.test.Limited", "1.0.0", kSleepRun);

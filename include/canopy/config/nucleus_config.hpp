@@ -76,6 +76,8 @@ struct DeploymentTrustConfig {
   std::vector<TrustedSignerConfig> trusted_signers;  ///< trustedSigners
   std::vector<std::string> revoked_key_ids;          ///< revokedKeyIds (hex SHA-256 key ids)
   std::uint32_t signature_threshold = 1;             ///< signatureThreshold
+  std::filesystem::path download_ca_file;            ///< downloadCaFile: CAs for https:// artifacts; empty: the system's
+  std::uint64_t max_download_bytes = 1ull << 30;     ///< maxDownloadBytes: the largest artifact downloaded
 };
 
 /// services.canopy.Nucleus.configuration.ipc (the component IPC server)

@@ -86,6 +86,8 @@ struct Settings {
   /// Who may sign recipes. With require_signatures, every recipe a deployment brings must
   /// carry `<recipe>.sig` with enough valid signatures of trusted keys, or nothing is written.
   trust::TrustPolicy trust;
+  std::filesystem::path download_ca_file;          ///< CAs for https:// artifacts; empty: the system's
+  std::uint64_t max_download_bytes = 1ull << 30;   ///< the largest artifact downloaded
 };
 
 /// What the deployer calls out to (implemented by the nucleus over IPC).
