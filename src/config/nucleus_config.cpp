@@ -264,6 +264,7 @@ result<Loaded> parse(std::string_view text, std::string_view file_name) {
                             }},
                            {"signatureThreshold", r.integer(c.deployment.signature_threshold, 1, 100)},
                            {"downloadCaFile", r.path(c.deployment.download_ca_file)},
+                           {"componentStoreMaxSizeBytes", r.integer(c.deployment.component_store_max_bytes, 0, kMaxI64, "bytes")},
                            {"maxDownloadBytes", r.integer(c.deployment.max_download_bytes, 1024, kMaxI64, "bytes")},
                            {"revokedKeyIds",
                             [&](const YAML::Node& ln, const std::string& lp) {

@@ -152,6 +152,40 @@ result<void> check_zip(zip_t* z, const fs::path& file) {
   return ok();
 }
 
+// fsyncs every file under `dir` and then the folders, so copied artifacts survive a power loss.
+result<void> sync_tree(const fs::path& dir) {
+  std::error_code ec;
+  std::vector<fs::path> dirs{dir};
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_directory()) {
+      dirs.push_back(it->path());
+      continue;
+    }
+    if (!it->is_regular_file()) continue;
+    const int fd = ::open(it->path().c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno_error(fmt::format("cannot sync {}", it->path().string()), errno);
+    const int rc = ::fsync(fd);
+    const int err = errno;
+    ::close(fd);
+    if (rc != 0) return errno_error(fmt::format("cannot sync {}", it->path().string()), err);
+  }
+  for (const auto& d : dirs)
+    if (const int fd = ::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); fd >= 0) {
+      ::fsync(fd);
+      ::close(fd);
+    }
+  return ok();
+}
+
+// Bytes used by regular files under `dir` (0 when it does not exist).
+std::uint64_t tree_size(const fs::path& dir) {
+  std::error_code ec;
+  std::uint64_t total = 0;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+    if (it->is_regular_file(ec)) total += it->file_size(ec);
+  return total;
+}
+
 // An https:// artifact to fetch into packages/downloads/ before the deployment can go on.
 struct Download {
   std::string url;
@@ -864,6 +898,24 @@ struct Deployer::Impl {
     // finds them in packages/downloads/ (digests are checked then, before anything is installed).
     if (!downloads.empty()) return start_downloads(a.id, std::move(downloads));
 
+    // The component store's size cap: what is installed plus what this deployment adds.
+    if (settings.store_max_bytes > 0) {
+      std::uint64_t incoming = 0;
+      for (const auto& [n, inst] : installs) {
+        const fs::path dest = settings.layout.artifacts_dir() / n / after.components[n].version;
+        if (inst.artifact_source.empty() || inst.artifact_source == dest) continue;
+        incoming += tree_size(inst.artifact_source);
+        for (const auto& [f, from] : inst.extra_files) { std::error_code fec; incoming += fs::file_size(from, fec); }
+      }
+      const std::uint64_t current = tree_size(settings.layout.root / "packages");
+      if (current + incoming > settings.store_max_bytes)
+        return reject(fmt::format("the component store would grow to {:.1f} MiB ({:.1f} MiB installed, {:.1f} MiB new), "
+                                  "above deployment.componentStoreMaxSizeBytes ({:.1f} MiB); remove components or raise "
+                                  "the cap",
+                                  (current + incoming) / 1048576.0, current / 1048576.0, incoming / 1048576.0,
+                                  settings.store_max_bytes / 1048576.0));
+    }
+
     for (const auto& [n, u] : req.configuration)
       if (!after.components.count(n))
         return reject(fmt::format("the configuration update names {}, which is not part of the deployment", n));
@@ -1100,6 +1152,8 @@ struct Deployer::Impl {
       const fs::path f = staging / artifact_file_name(art.uri);
       ::chmod(f.c_str(), artifact_mode(art.permission));
     }
+    // Durable before deployed.json names this version: after a power loss the files are whole.
+    if (auto r = sync_tree(staging); !r) return make_error(r.error().code, fmt::format("{} {}: {}", name, e.version, r.error().message));
     // Swap: running processes keep the old files' inodes.
     const fs::path old = settings.layout.artifacts_dir() / name / (".old-" + e.version);
     fs::remove_all(old, ec);

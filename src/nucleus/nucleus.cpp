@@ -242,6 +242,7 @@ class Daemon {
                  ds.trust.signers.size());
     ds.download_ca_file = config_.deployment.download_ca_file;
     ds.max_download_bytes = config_.deployment.max_download_bytes;
+    ds.store_max_bytes = config_.deployment.component_store_max_bytes;
     ds.layout = layout_;
     ds.platform = deploy::detect_platform();
     ds.default_posix_user = config_.run_with_default.posix_user;

@@ -169,5 +169,27 @@ TEST_F(Artifacts, StaleVersionsAreRemovedAfterASuccessfulDeployment) {
   EXPECT_TRUE(fs::exists(root() / "packages" / "recipes" / "com.test.Ver-2.0.0.yaml"));
 }
 
+TEST(ArtifactsStoreCap, ADeploymentThatWouldOverfillTheStoreIsRefused) {
+  if (::geteuid() != 0 || !::getpwnam("ggc_user")) GTEST_SKIP() << "needs root and ggc_user (scripts/setup.d/users.sh)";
+  TempDir dir;
+  Canopyd::Options o;
+  o.config_yaml = "services:\n  canopy.Nucleus:\n    configuration:\n      deployment:\n        componentStoreMaxSizeBytes: 100000\n";
+  Canopyd d(dir.path(), o);
+  ASSERT_TRUE(d.wait_ready()) << d.logs();
+  fs::create_directories(dir.path() / "a" / "com.test.Big" / "1.0.0");
+  write_file(dir.path() / "a" / "com.test.Big" / "1.0.0" / "big.bin", std::string(200000, 'x'));
+  fs::create_directories(dir.path() / "r");
+  write_file(dir.path() / "r" / "com.test.Big-1.0.0.yaml",
+             "RecipeFormatVersion: '2020-01-25'\nComponentName: com.test.Big\nComponentVersion: '1.0.0'\n"
+             "Manifests:\n  - Lifecycle:\n      Run: exec sleep 3600\n    Artifacts:\n      - URI: s3://b/big.bin\n");
+  auto r = run_command({canopy_cli_path().string(), "--root", (dir.path() / "root").string(), "deployment", "create",
+                        "--recipeDir", (dir.path() / "r").string(), "--artifactDir", (dir.path() / "a").string(),
+                        "--merge", "com.test.Big=1.0.0", "--wait", "--timeout", "60"},
+                       90s);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("above deployment.componentStoreMaxSizeBytes"));
+  EXPECT_FALSE(fs::exists(dir.path() / "root" / "packages" / "artifacts" / "com.test.Big"));
+}
+
 }  // namespace
 }  // namespace canopy::test

@@ -78,6 +78,7 @@ struct DeploymentTrustConfig {
   std::uint32_t signature_threshold = 1;             ///< signatureThreshold
   std::filesystem::path download_ca_file;            ///< downloadCaFile: CAs for https:// artifacts; empty: the system's
   std::uint64_t max_download_bytes = 1ull << 30;     ///< maxDownloadBytes: the largest artifact downloaded
+  std::uint64_t component_store_max_bytes = 10ull << 30;  ///< componentStoreMaxSizeBytes: packages/ cap
 };
 
 /// services.canopy.Nucleus.configuration.ipc (the component IPC server)

@@ -88,6 +88,7 @@ struct Settings {
   trust::TrustPolicy trust;
   std::filesystem::path download_ca_file;          ///< CAs for https:// artifacts; empty: the system's
   std::uint64_t max_download_bytes = 1ull << 30;   ///< the largest artifact downloaded
+  std::uint64_t store_max_bytes = 0;               ///< packages/ may not grow past this; 0: no cap
 };
 
 /// What the deployer calls out to (implemented by the nucleus over IPC).
