@@ -6,7 +6,8 @@
 #   ROUNDS      number of kill rounds (default 20)
 #
 # Three components bench.K1..K3, each in 1.0.0 and 2.0.0 (DefaultConfiguration v = version,
-# a few KiB app.sh plus one 5 MiB artifact so copying takes a moment). Round 1 first deploys
+# a few KiB app.sh; bench.K1 also downloads a 5 MiB artifact over https:// from a local test
+# server (tests/support/https_server.py), so kills land mid-download too). Round 1 first deploys
 # all three at 1.0.0 (--wait). Every round then: start canopyd on the same root, create a
 # deployment switching all three to the other version (no --wait), sleep a random 0-120 ms,
 # kill -9 canopyd, wait for it, start it again, wait (30 s deadline) until no deployment is
@@ -48,6 +49,7 @@ cli=$T/bin/canopy
 root=$T/root
 log=$root/logs/canopyd.log
 PID=""
+SERVER=""
 stop_canopyd() {
   if [ -n "$PID" ]; then
     kill -TERM "$PID" 2>/dev/null || true
@@ -57,20 +59,32 @@ stop_canopyd() {
 }
 cleanup() {
   stop_canopyd
+  if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; fi
   case "$T" in /tmp/canopy-kill9-*) rm -rf "$T" ;; esac
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- recipes and artifacts ---------------------------------------------------------------
-mkdir -p "$T/recipes" "$T/artifacts"
-head -c 5242880 /dev/urandom > "$T/big.bin"
+mkdir -p "$T/recipes" "$T/artifacts" "$T/served"
+# bench.K1's 5 MiB artifact comes over https:// from a local test server, so kills also land in
+# the middle of downloads (a different file per version: every switch downloads).
+sh "$repo/tests/pki/gen.sh" "$T/pki" >/dev/null
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+for ver in 1.0.0 2.0.0; do head -c 5242880 /dev/urandom > "$T/served/big-$ver.bin"; done
+/usr/bin/python3 "$repo/tests/support/https_server.py" --root "$T/served" --cert "$T/pki/server.crt" \
+  --key "$T/pki/server.key" --port "$port" > "$T/https.log" 2>&1 &
+SERVER=$!
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+printf 'services:\n  canopy.Nucleus:\n    configuration:\n      deployment:\n        downloadCaFile: %s\n' \
+  "$T/pki/ca.crt" > "$T/config.yaml"
 for n in 1 2 3; do
   name=bench.K$n
   for ver in 1.0.0 2.0.0; do
     big_line=""
     if [ "$n" = 1 ]; then
-      big_line="      - URI: s3://bucket/big.bin"
+      big_line="      - URI: https://127.0.0.1:$port/big-$ver.bin
+        Digest: $(openssl dgst -sha256 -binary "$T/served/big-$ver.bin" | base64 -w0)"
     fi
     cat > "$T/recipes/$name-$ver.yaml" <<YAML
 RecipeFormatVersion: '2020-01-25'
@@ -91,13 +105,11 @@ YAML
     mkdir -p "$a"
     { echo "#!/bin/sh"; echo "# $name $ver"; for i in $(seq 100); do echo ": padding line $i of $name $ver ................................"; done
       echo "exit 0"; } > "$a/app.sh"
-    [ "$n" = 1 ] && cp "$T/big.bin" "$a/big.bin"
   done
 done
-rm -f "$T/big.bin"
 
 start_canopyd() {
-  "$canopyd" --root "$root" --foreground >> "$T/canopyd.out" 2>&1 &
+  "$canopyd" --root "$root" --config "$T/config.yaml" --foreground >> "$T/canopyd.out" 2>&1 &
   PID=$!
   for _ in $(seq 500); do
     "$cli" --root "$root" status >/dev/null 2>&1 && return 0

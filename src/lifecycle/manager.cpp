@@ -278,6 +278,9 @@ struct Manager::Impl {
     env["AWS_DEFAULT_REGION"] = settings.region;
     env["GGC_VERSION"] = settings.ggc_version;
     env["GG_ROOT_CA_PATH"] = settings.root_ca_path.string();
+    // Marks the process as this canopyd's, so the next one finds it even if it was never
+    // recorded in processes.json (ProcessTable::stop_marked).
+    env["CANOPYD_SUPERVISED_ROOT"] = settings.layout.root.string();
     for (const auto& [k, v] : c.lc.setenv) env[k] = v;
     for (const auto& [k, v] : step.setenv) env[k] = v;
     return env;

@@ -2,6 +2,7 @@
 // the groups a previous canopyd left behind (see process.hpp).
 #include "canopy/lifecycle/process.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <csignal>
@@ -204,6 +205,51 @@ void ProcessTable::save() {
   if (auto r = write_file_atomically(file_, doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
       !r)
     log::get("lifecycle")->warn("process table not saved: {}", r.error().message);
+}
+
+}  // namespace canopy::lifecycle
+
+namespace canopy::lifecycle {
+
+std::vector<pid_t> ProcessTable::stop_marked(std::string_view marker, std::chrono::milliseconds grace) {
+  std::vector<pid_t> groups;
+  const pid_t self = ::getpid();
+  std::error_code ec;
+  for (fs::directory_iterator it("/proc", ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(name));
+    if (pid == self) continue;
+    auto env = read_file(it->path() / "environ");
+    if (!env) continue;
+    // environ is NUL-separated; match a whole entry.
+    std::size_t pos = 0;
+    bool marked = false;
+    while (pos < env->size()) {
+      const auto end_pos = env->find('\0', pos);
+      const std::string_view entry(env->data() + pos, (end_pos == std::string::npos ? env->size() : end_pos) - pos);
+      if (entry == marker) {
+        marked = true;
+        break;
+      }
+      if (end_pos == std::string::npos) break;
+      pos = end_pos + 1;
+    }
+    if (!marked) continue;
+    const pid_t pgid = ::getpgid(pid);
+    if (pgid > 0 && pgid != ::getpgrp() && std::find(groups.begin(), groups.end(), pgid) == groups.end())
+      groups.push_back(pgid);
+  }
+  for (pid_t g : groups) Launcher::signal_group(g, SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  auto alive = [&groups] {
+    for (pid_t g : groups)
+      if (Launcher::group_alive(g)) return true;
+    return false;
+  };
+  while (alive() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (pid_t g : groups) Launcher::signal_group(g, SIGKILL);
+  return groups;
 }
 
 }  // namespace canopy::lifecycle

@@ -186,6 +186,9 @@ class Daemon {
     for (const auto& rec : cleanup.stopped)
       log_->warn("component={} step={} was still running from a previous canopyd (process group {}); stopped it",
                  rec.component, rec.step, rec.pgid);
+    for (pid_t g : lifecycle::ProcessTable::stop_marked("CANOPYD_SUPERVISED_ROOT=" + layout_.root.string(),
+                                                        std::chrono::seconds(config_.lifecycle.stop_grace_seconds) + 1s))
+      log_->warn("process group {} of a previous canopyd on this root was running unrecorded; stopped it", g);
     launcher_ = std::make_unique<lifecycle::Launcher>(services_);
     cgroups_ = std::make_unique<lifecycle::Cgroups>(lifecycle::Cgroups::detect());
     if (!cgroups_->available()) log_->info("component resource limits are not applied: {}", cgroups_->reason());

@@ -165,6 +165,13 @@ class ProcessTable {
   };
   Cleanup stop_leftovers(std::chrono::milliseconds grace);
 
+  /// The second line of defence, for a canopyd killed between starting a process and recording
+  /// it: every process whose environment holds exactly `marker` (canopyd gives each step
+  /// `CANOPYD_SUPERVISED_ROOT=<root>`, a name nothing else sets) gets SIGTERM to its process group, SIGKILL after `grace`.
+  /// Reads /proc/<pid>/environ (root, or canopyd's own user's processes). Returns the process
+  /// groups it stopped. Blocking; called once at start-up.
+  static std::vector<pid_t> stop_marked(std::string_view marker, std::chrono::milliseconds grace);
+
  private:
   void save();
   std::filesystem::path file_;
