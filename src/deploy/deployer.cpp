@@ -1073,7 +1073,14 @@ struct Deployer::Impl {
         std::error_code ec;
         fs::create_directories(d.dest.parent_path(), ec);
         const std::string name = d.dest.filename().string();
-        fo.progress = [this, id, name](std::uint64_t got, std::optional<std::uint64_t> total) {
+        // The status message changes at most every 10% (or 10 MiB without a known size), so a
+        // `--wait` that prints each change stays readable.
+        auto last_step = std::make_shared<std::int64_t>(-1);
+        fo.progress = [this, id, name, last_step](std::uint64_t got, std::optional<std::uint64_t> total) {
+          const std::int64_t step = total && *total > 0 ? static_cast<std::int64_t>(got * 10 / *total)
+                                                        : static_cast<std::int64_t>(got / (10u << 20));
+          if (step == *last_step) return;
+          *last_step = step;
           const std::string msg = total ? fmt::format("downloading {}: {:.1f} of {:.1f} MiB", name, got / 1048576.0,
                                                       *total / 1048576.0)
                                         : fmt::format("downloading {}: {:.1f} MiB", name, got / 1048576.0);
