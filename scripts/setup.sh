@@ -9,6 +9,8 @@ PACKAGES=(
   libsqlite3-dev libspdlog-dev libyaml-cpp-dev libgtest-dev libgmock-dev libsystemd-dev
   libcli11-dev zlib1g-dev libmosquitto-dev libsimdjson-dev libzip-dev libacl1-dev
   mosquitto mosquitto-clients
+  # the cloud link's TPM path and its tests: software TPM, resource manager, OpenSSL provider
+  swtpm swtpm-tools tpm2-tools tpm2-openssl tpm2-abrmd libtss2-tcti-tabrmd0 dbus socat
   # test and packaging tools
   systemd dpkg-dev file openssl procps iproute2
   # libFuzzer and sanitizer runtimes (g++ has no libFuzzer)

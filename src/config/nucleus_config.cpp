@@ -64,6 +64,16 @@ class Reader {
     return false;
   }
 
+  Field boolean(bool& out) {
+    return [this, &out](const YAML::Node& n, const std::string& path) {
+      if (!scalar(n, path, "true or false")) return;
+      const std::string& v = n.Scalar();
+      if (v == "true") out = true;
+      else if (v == "false") out = false;
+      else error(n, path, fmt::format("expected true or false, got \"{}\"", v));
+    };
+  }
+
   Field string(std::string& out) {
     return [this, &out](const YAML::Node& n, const std::string& path) {
       if (scalar(n, path, "a string")) out = n.Scalar();
@@ -190,6 +200,13 @@ result<Loaded> parse(std::string_view text, std::string_view file_name) {
                                                                  {"3.1.1", std::string("3.1.1")}})},
                            {"keepAliveSeconds", r.integer(c.mqtt.keep_alive_seconds, 5, 65535, "seconds")},
                            {"connectTimeoutSeconds", r.integer(c.mqtt.connect_timeout_seconds, 1, 600, "seconds")},
+                           {"alpn", r.boolean(c.mqtt.alpn)},
+                           {"reconnectBaseMs", r.integer(c.mqtt.reconnect_base_ms, 10, 3'600'000, "milliseconds")},
+                           {"reconnectMaxMs", r.integer(c.mqtt.reconnect_max_ms, 10, 86'400'000, "milliseconds")},
+                           {"reconnectStableSeconds", r.integer(c.mqtt.reconnect_stable_seconds, 1, 86400, "seconds")},
+                           {"maxInflight", r.integer(c.mqtt.max_inflight, 1, 65535)},
+                           {"maxPublishRate", r.integer(c.mqtt.max_publish_rate, 0, 1'000'000, "publishes per second")},
+                           {"tpmTcti", r.string(c.mqtt.tpm_tcti)},
                        });
                }},
               {"spooler",
@@ -204,6 +221,9 @@ result<Loaded> parse(std::string_view text, std::string_view file_name) {
                            {"durability", r.choice(c.spooler.durability, {{"full", Durability::full},
                                                                           {"normal", Durability::normal}})},
                            {"ttlSeconds", r.integer(c.spooler.ttl_seconds, 0, kMaxU32, "seconds")},
+                           {"groupCommitMessages", r.integer(c.spooler.group_commit_messages, 1, 100000)},
+                           {"groupCommitIntervalMs", r.integer(c.spooler.group_commit_interval_ms, 0, 10000, "milliseconds")},
+                           {"qos0BypassSpool", r.boolean(c.spooler.qos0_bypass)},
                        });
                }},
               {"ipc",
@@ -254,14 +274,7 @@ result<Loaded> parse(std::string_view text, std::string_view file_name) {
                [&](const YAML::Node& dn, const std::string& dp) {
                  r.map(dn, dp,
                        {
-                           {"requireSignatures",
-                            [&](const YAML::Node& bn, const std::string& bp) {
-                              if (!r.scalar(bn, bp, "true or false")) return;
-                              const std::string& v = bn.Scalar();
-                              if (v == "true") c.deployment.require_signatures = true;
-                              else if (v == "false") c.deployment.require_signatures = false;
-                              else r.error(bn, bp, fmt::format("expected true or false, got \"{}\"", v));
-                            }},
+                           {"requireSignatures", r.boolean(c.deployment.require_signatures)},
                            {"signatureThreshold", r.integer(c.deployment.signature_threshold, 1, 100)},
                            {"downloadCaFile", r.path(c.deployment.download_ca_file)},
                            {"componentStoreMaxSizeBytes", r.integer(c.deployment.component_store_max_bytes, 0, kMaxI64, "bytes")},

@@ -24,12 +24,15 @@
 #include <sys/acl.h>
 #include <systemd/sd-daemon.h>
 
+#include "canopy/cloud/link.hpp"
 #include "canopy/config/nucleus_config.hpp"
 #include "canopy/config/store.hpp"
 #include "canopy/deploy/deployer.hpp"
 #include "canopy/lifecycle/manager.hpp"
 #include "canopy/lifecycle/process.hpp"
+#include "canopy/spool/spool.hpp"
 #include "canopy/trust/signature.hpp"
+#include "canopy/trust/tls_identity.hpp"
 #include "canopy/ipc/policy.hpp"
 #include "canopy/ipc/server.hpp"
 #include "canopy/ipc/services.hpp"
@@ -119,6 +122,11 @@ class Daemon {
       : config_(std::move(config)), options_(std::move(options)), layout_(std::move(layout)),
         log_(log::get("nucleus")) {}
 
+  // The spool goes first: its last completions may still wake the link.
+  ~Daemon() { spool_.reset(); }
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
   /// Builds every module in order. Errors name what failed; nothing is left running.
   result<void> build() {
     // Configuration store (the runtime tree of every component's configuration).
@@ -157,6 +165,7 @@ class Daemon {
     policy_subscription_ = store_->subscribe({"services"}, [this](const config::KeyPath& changed) {
       on_services_changed(changed);
     });
+    if (auto r = build_cloud(); !r) return r;
     ipc::register_operations(operations_, *ctx_);
 
     ipc::ServerConfig sc;
@@ -174,6 +183,88 @@ class Daemon {
     server_ = std::make_unique<ipc::Server>(io_, services_, sc, operations_, tokens_, authorizer_);
     if (auto r = server_->start(); !r) return r;
     if (auto r = build_lifecycle(sc.socket_path); !r) return r;
+    return ok();
+  }
+
+  // The spool (always: messages for the cloud wait there while there is no link) and, when an
+  // endpoint is configured, the device identity and the cloud link. An identity that cannot be
+  // used stops the start: the operator learns it now, not at the first reconnect.
+  result<void> build_cloud() {
+    spool::Options so;
+    so.path = layout_.spool_dir() / "spool.db";
+    so.max_bytes = config_.spooler.max_size_bytes;
+    so.max_messages = config_.spooler.max_messages;
+    so.when_full = config_.spooler.when_full == config::WhenFull::drop_oldest      ? spool::WhenFull::drop_oldest
+                   : config_.spooler.when_full == config::WhenFull::drop_qos0_first ? spool::WhenFull::drop_qos0_first
+                                                                                    : spool::WhenFull::reject_new;
+    so.durability = config_.spooler.durability == config::Durability::normal ? spool::Durability::normal
+                                                                             : spool::Durability::full;
+    so.ttl = std::chrono::seconds(config_.spooler.ttl_seconds);
+    so.group_commit_messages = config_.spooler.group_commit_messages;
+    so.group_commit_interval = std::chrono::milliseconds(config_.spooler.group_commit_interval_ms);
+    auto sp = spool::Spool::open(so);
+    if (!sp) return make_error(sp.error().code, "spool: " + sp.error().message);
+    spool_ = std::move(*sp);
+    const auto c = spool_->counters();
+    log_->info("spool {} open: {} message(s), {} bytes waiting (durability {}, whenFull {})", so.path.string(),
+               c.queued, c.bytes, spool::to_string(so.durability), spool::to_string(so.when_full));
+
+    cloud::LinkOptions lo;
+    lo.endpoint = config_.iot_data_endpoint;
+    lo.port = config_.mqtt.port;
+    lo.mqtt_version = config_.mqtt.version == "3.1.1" ? 4 : 5;
+    lo.client_id = thing_name();
+    lo.keep_alive = std::chrono::seconds(config_.mqtt.keep_alive_seconds);
+    lo.connect_timeout = std::chrono::seconds(config_.mqtt.connect_timeout_seconds);
+    lo.backoff_base = std::chrono::milliseconds(config_.mqtt.reconnect_base_ms);
+    lo.backoff_max = std::chrono::milliseconds(config_.mqtt.reconnect_max_ms);
+    lo.stable = std::chrono::seconds(config_.mqtt.reconnect_stable_seconds);
+    lo.max_inflight = config_.mqtt.max_inflight;
+    lo.max_publish_rate = config_.mqtt.max_publish_rate;
+    if (!lo.endpoint.empty()) {
+      trust::TlsIdentityOptions io;
+      io.certificate_path = config_.certificate_file_path;
+      io.private_key = config_.private_key_path.string();
+      io.root_ca_path = config_.root_ca_path;
+      io.tpm_tcti = config_.mqtt.tpm_tcti;
+      if (config_.mqtt.alpn) io.alpn = "x-amzn-mqtt-ca";
+      auto id = trust::TlsIdentity::load(io);
+      if (!id) return make_error(id.error().code, "cloud identity: " + id.error().message);
+      lo.identity = *id;
+      const auto not_after = lo.identity->certificate_not_after();
+      const auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+      if (not_after > 0 && not_after < now)
+        log_->error("the device certificate {} ({}) has expired: the cloud will refuse every connection until it "
+                    "is renewed; messages wait in the spool",
+                    config_.certificate_file_path.string(), lo.identity->certificate_subject());
+      log_->info("cloud endpoint {}:{} as {} (certificate {}, key {})", lo.endpoint, lo.port, lo.client_id,
+                 lo.identity->certificate_subject(), lo.identity->key_description());
+    }
+    link_ = std::make_unique<cloud::Link>(io_.get_executor(), lo, *spool_);
+    const bool bypass0 = config_.spooler.qos0_bypass;
+    ctx_->iot_core.publish = [this, bypass0](spool::Message m, std::function<void(result<void>)> done) {
+      (void)bypass0;  // QoS 0 is spooled like QoS 1 (a bypass would need a separate send path)
+      spool_->enqueue(std::move(m), [this, done = std::move(done)](result<std::int64_t> id) {
+        if (!id) {
+          done(id.error());
+          return;
+        }
+        link_->wake();
+        done(ok());
+      });
+    };
+    ctx_->iot_core.subscribe = [this](const std::string& filter, int qos,
+                                      std::function<void(const ipc::IotCoreMessage&)> on_message,
+                                      std::function<void(const std::string&)> on_refused) -> result<std::uint64_t> {
+      return link_->subscribe(
+          filter, qos,
+          [on_message = std::move(on_message)](const cloud::IncomingMessage& in) {
+            on_message(ipc::IotCoreMessage{in.topic, in.payload, in.qos, in.retain, in.properties});
+          },
+          std::move(on_refused));
+    };
+    ctx_->iot_core.unsubscribe = [this](std::uint64_t id) { link_->unsubscribe(id); };
+    link_->start();
     return ok();
   }
 
@@ -394,9 +485,7 @@ class Daemon {
     // Stop the components in reverse dependency order (their Shutdown steps may still use
     // IPC), then stop accepting IPC and close the connections, then leave the loop once the
     // closes have run. Later issues flush the spool and close the cloud link here.
-    auto after_components = [this] {
-      log_->info("components stopped");
-      if (server_) server_->stop();
+    auto finish = [this] {
       net::post(services_, [this] {
         final_.expires_after(std::chrono::milliseconds(20));
         final_.async_wait([this](const boost::system::error_code&) {
@@ -404,6 +493,21 @@ class Daemon {
           io_.stop();
         });
       });
+    };
+    // After the components: no more IPC, then the cloud link (a clean DISCONNECT; what is in
+    // flight stays in the spool), then everything the spool still holds in memory is committed.
+    auto after_components = [this, finish] {
+      log_->info("components stopped");
+      if (server_) server_->stop();
+      auto flush_spool = [this, finish] {
+        if (!spool_) return finish();
+        spool_->flush([this, finish](result<void> r) {
+          if (!r) log_->error("spool: the last messages could not be committed at shutdown: {}", r.error().message);
+          net::post(services_, finish);
+        });
+      };
+      if (link_) link_->stop(std::chrono::milliseconds(2000), [this, flush_spool] { net::post(services_, flush_spool); });
+      else flush_spool();
     };
     if (manager_) net::post(services_, [this, after_components] { manager_->stop_all(after_components); });
     else after_components();
@@ -454,8 +558,32 @@ class Daemon {
           {"published", router_.stats().published},
           {"deliveries", router_.stats().deliveries}}},
         {"reportedStates", states},
+        {"cloud", link_ ? link_->status() : nlohmann::json(nullptr)},
+        {"spool", spool_status()},
         {"components", components_summary()},
     };
+  }
+
+  nlohmann::json spool_status() const {
+    if (!spool_) return nullptr;
+    const auto c = spool_->counters();
+    const auto& o = spool_->options();
+    nlohmann::json j = {{"path", o.path.string()},
+                        {"queued", c.queued},
+                        {"bytes", c.bytes},
+                        {"maxMessages", o.max_messages},
+                        {"maxBytes", o.max_bytes},
+                        {"whenFull", spool::to_string(o.when_full)},
+                        {"durability", spool::to_string(o.durability)},
+                        {"accepted", c.accepted},
+                        {"delivered", c.delivered},
+                        {"dropped_full", c.dropped_full},
+                        {"rejected_full", c.rejected_full},
+                        {"expired", c.expired},
+                        {"resent", c.resent},
+                        {"duplicates_suspected", c.duplicates_suspected}};
+    if (auto q = spool_->quarantined()) j["quarantined"] = q->string();
+    return j;
   }
 
   nlohmann::json components_summary() const {
@@ -535,6 +663,8 @@ class Daemon {
   ipc::Authorizer authorizer_;
   ipc::OperationTable operations_;
   std::unique_ptr<ipc::ServiceContext> ctx_;
+  std::unique_ptr<spool::Spool> spool_;
+  std::unique_ptr<cloud::Link> link_;
   config::SubscriptionId policy_subscription_ = 0;
   std::unique_ptr<ipc::Server> server_;
   std::unique_ptr<lifecycle::ProcessTable> processes_;
@@ -617,7 +747,7 @@ int run(const Options& options) {
     if (auto r = daemon.build(); !r) {
       log->critical("canopyd cannot start: {}", r.error().message);
       log::flush();
-      return fail(kExitFailure, r.error().message);
+      return fail(r.error().code == errc::config ? kExitConfig : kExitFailure, r.error().message);
     }
     const int code = daemon.run(startup);
     if (code == kExitOk && daemon.restart_requested()) reexec(log);

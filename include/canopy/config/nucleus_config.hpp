@@ -32,6 +32,14 @@ struct MqttConfig {
   std::string version = "5";  ///< "5" or "3.1.1"
   std::uint32_t keep_alive_seconds = 60;
   std::uint32_t connect_timeout_seconds = 10;
+  /// alpn: offer ALPN `x-amzn-mqtt-ca` (AWS IoT Core's MQTT on port 443)
+  bool alpn = false;
+  std::uint64_t reconnect_base_ms = 1000;     ///< reconnectBaseMs: first backoff cap, doubled per failure
+  std::uint64_t reconnect_max_ms = 120'000;   ///< reconnectMaxMs: the largest backoff cap
+  std::uint64_t reconnect_stable_seconds = 60;  ///< reconnectStableSeconds: connected this long resets the backoff
+  std::uint32_t max_inflight = 100;           ///< maxInflight: unacknowledged QoS 1 publishes
+  std::uint32_t max_publish_rate = 100;       ///< maxPublishRate: publishes per second, 0 = unlimited
+  std::string tpm_tcti;  ///< tpmTcti: the TPM's TCTI for TPM keys; empty = TPM2OPENSSL_TCTI or the default
 };
 
 enum class WhenFull { reject_new, drop_oldest, drop_qos0_first };
@@ -44,6 +52,11 @@ struct SpoolerConfig {
   WhenFull when_full = WhenFull::reject_new;
   Durability durability = Durability::full;
   std::uint64_t ttl_seconds = 0;  ///< 0: messages never expire
+  std::uint32_t group_commit_messages = 512;   ///< groupCommitMessages: most messages per commit
+  std::uint32_t group_commit_interval_ms = 2;  ///< groupCommitIntervalMs: longest wait for more
+  /// qos0BypassSpool: QoS 0 PublishToIoTCore goes straight to the cloud while connected (and is
+  /// dropped, counted, while not). false: QoS 0 is spooled like QoS 1.
+  bool qos0_bypass = false;
 };
 
 /// services.canopy.Nucleus.configuration.runWithDefault

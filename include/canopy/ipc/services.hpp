@@ -28,9 +28,35 @@ namespace canopy::deploy {
 class Deployer;
 }
 
+namespace canopy::spool {
+struct Message;
+}
+
 namespace canopy::ipc {
 
 class Authorizer;
+
+/// A message from a cloud subscription, as SubscribeToIoTCore streams it.
+struct IotCoreMessage {
+  std::string topic;
+  std::string payload;
+  int qos = 0;
+  bool retain = false;
+  nlohmann::json properties = nlohmann::json::object();  ///< IoTCoreMessage's MQTT 5 members
+};
+
+/// The cloud as the IPC operations see it (filled by the nucleus; unset: ServiceError).
+struct IotCorePort {
+  /// Commits the message to the spool (or hands QoS 0 straight to the link when so configured)
+  /// and calls `done` afterwards, from any thread.
+  std::function<void(spool::Message, std::function<void(result<void>)>)> publish;
+  /// Adds a cloud subscription; `on_message` and `on_refused` run on the link's strand.
+  std::function<result<std::uint64_t>(const std::string& filter, int qos,
+                                      std::function<void(const IotCoreMessage&)> on_message,
+                                      std::function<void(const std::string&)> on_refused)>
+      subscribe;
+  std::function<void(std::uint64_t)> unsubscribe;
+};
 
 /// A state a component reported with UpdateState.
 struct ReportedState {
@@ -87,6 +113,8 @@ struct ServiceContext {
     std::function<void(std::int64_t)> done;
   };
   std::optional<PendingUpdate> pending_update;
+  /// PublishToIoTCore and SubscribeToIoTCore go here.
+  IotCorePort iot_core;
   /// Posts a function to run later on the services strand after a delay (timers).
   std::function<void(std::chrono::milliseconds, std::function<void()>)> run_after;
 };

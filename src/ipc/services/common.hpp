@@ -76,5 +76,6 @@ void add_put_component_metric(OperationTable&, ServiceContext&);
 void add_canopy_status(OperationTable&, ServiceContext&);
 void add_canopy_update_configuration(OperationTable&, ServiceContext&);
 void add_lifecycle_operations(OperationTable&, ServiceContext&);
+void add_iot_core_operations(OperationTable&, ServiceContext&);
 
 }  // namespace canopy::ipc::services

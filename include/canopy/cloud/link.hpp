@@ -1,0 +1,119 @@
+//! The cloud link: one MQTT connection (Paho MQTT C++, v5 or 3.1.1) over mutual TLS to the
+//! configured endpoint, draining the spool and carrying the cloud subscriptions.
+//!
+//! TLS is Canopy's, not Paho's: Paho's TLS options take only key *files* and make their
+//! SSL_CTX in OpenSSL's default library context, which cannot hold a TPM key next to file keys
+//! (tls_identity.hpp). So the link opens the TLS connection itself, with the identity's SSL_CTX
+//! (TPM or file), and gives Paho a plain TCP connection to a loopback port that canopyd pipes
+//! into that TLS stream. Only canopyd's own sockets are accepted there: a connection from any
+//! other process is closed at once (the peer is looked up in /proc). A side effect operators
+//! like: TLS failures are reported by name (the server's certificate, the host name, an alert
+//! from the server) instead of Paho's "TCP/TLS connect failure".
+//!
+//! Delivery contract: a spool row is deleted only on the cloud's PUBACK (QoS 1) or once
+//! written (QoS 0). After a reconnect every row still in the spool is sent again, in id
+//! order, so per topic the first copy of each message arrives in order; duplicates are
+//! possible and counted by the spool, losses are not.
+//!
+//! Threading: everything runs on the link's strand; Paho's callbacks only post to it. Public
+//! methods may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <nlohmann/json.hpp>
+
+#include "canopy/core/error.hpp"
+
+namespace canopy::trust {
+class TlsIdentity;
+}
+namespace canopy::spool {
+class Spool;
+}
+
+namespace canopy::cloud {
+
+struct LinkOptions {
+  std::string endpoint;  ///< iotDataEndpoint: host name (or IP) of the cloud broker
+  std::uint16_t port = 8883;
+  int mqtt_version = 5;  ///< 5 or 4 (3.1.1)
+  std::string client_id;  ///< the thing name
+  std::shared_ptr<trust::TlsIdentity> identity;
+  std::chrono::seconds keep_alive{60};
+  std::chrono::seconds connect_timeout{10};  ///< TCP + TLS + CONNACK, each attempt
+  /// Reconnect: delay = random(0, min(backoff_max, backoff_base * 2^failures)) ("full jitter");
+  /// failures reset once a connection has stayed up for `stable`.
+  std::chrono::milliseconds backoff_base{1000};
+  std::chrono::milliseconds backoff_max{120'000};
+  std::chrono::seconds stable{60};
+  std::size_t max_inflight = 100;  ///< unacknowledged QoS 1 publishes (AWS IoT Core allows 100)
+  double max_publish_rate = 100;   ///< publishes per second, 0 = unlimited (AWS: 100 per connection)
+};
+
+/// One message from a cloud subscription.
+struct IncomingMessage {
+  std::string topic;
+  std::string payload;
+  int qos = 0;
+  bool retain = false;
+  /// MQTT 5 properties as PublishToIoTCore/IoTCoreMessage name them (userProperties,
+  /// contentType, correlationData (base64), responseTopic, payloadFormat,
+  /// messageExpiryIntervalSeconds); empty object when none.
+  nlohmann::json properties = nlohmann::json::object();
+};
+
+enum class LinkState {
+  disabled,     ///< no endpoint configured: messages wait in the spool
+  connecting,   ///< TCP, TLS and MQTT CONNECT in progress
+  connected,
+  waiting,      ///< backing off before the next attempt
+  stopped,
+};
+const char* to_string(LinkState s);
+
+class Link {
+ public:
+  /// Does not connect yet (start()). `spool` must outlive the link.
+  Link(boost::asio::any_io_executor executor, LinkOptions options, spool::Spool& spool);
+  ~Link();
+  Link(const Link&) = delete;
+  Link& operator=(const Link&) = delete;
+
+  /// Starts the connect loop (or stays `disabled` without an endpoint).
+  void start();
+  /// Disconnects cleanly (DISCONNECT, then closes), gives up on in-flight publishes (they stay
+  /// in the spool), and calls `done` on the link's strand; within `deadline`.
+  void stop(std::chrono::milliseconds deadline, std::function<void()> done);
+
+  /// New rows were committed to the spool: send them if connected.
+  void wake();
+
+  using MessageHandler = std::function<void(const IncomingMessage&)>;
+  /// Called when the cloud refuses the subscription (a SUBACK failure), with a sentence.
+  using RefusedHandler = std::function<void(const std::string& why)>;
+  /// Adds a local subscriber to a cloud topic filter. Subscribers share cloud subscriptions:
+  /// the first for a filter subscribes in the cloud, the last to leave unsubscribes; all are
+  /// subscribed again after each reconnect. Handlers run on the link's strand.
+  /// Errors: errc::invalid for a malformed filter or QoS.
+  result<std::uint64_t> subscribe(const std::string& filter, int qos, MessageHandler on_message,
+                                  RefusedHandler on_refused);
+  void unsubscribe(std::uint64_t id);
+
+  /// A snapshot for `canopy status`: state, endpoint, since, lastError, reconnects, inflight,
+  /// subscriptions, key storage. Thread-safe.
+  nlohmann::json status() const;
+  LinkState state() const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace canopy::cloud

@@ -1,0 +1,936 @@
+// The cloud link (see link.hpp for the contract and why TLS is piped under Paho).
+#include "canopy/cloud/link.hpp"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+#include <fmt/format.h>
+#include <mqtt/async_client.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+
+#include "canopy/core/base64.hpp"
+#include "canopy/core/log.hpp"
+#include "canopy/pubsub/topic_filter.hpp"
+#include "canopy/spool/spool.hpp"
+#include "canopy/trust/tls_identity.hpp"
+
+namespace canopy::cloud {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using error_code = boost::system::error_code;
+constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+
+const char* to_string(LinkState s) {
+  switch (s) {
+    case LinkState::disabled: return "disabled";
+    case LinkState::connecting: return "connecting";
+    case LinkState::connected: return "connected";
+    case LinkState::waiting: return "waiting";
+    case LinkState::stopped: return "stopped";
+  }
+  return "unknown";
+}
+
+namespace {
+
+std::int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// True when the TCP connection from 127.0.0.1:peer_port to 127.0.0.1:local_port belongs to
+// this process: its socket inode (from /proc/self/net/tcp) is one of our open descriptors.
+bool peer_is_this_process(unsigned peer_port, unsigned local_port) {
+  std::ifstream in("/proc/self/net/tcp");
+  std::string line;
+  std::getline(in, line);  // header
+  const std::string want_local = fmt::format("0100007F:{:04X}", peer_port);
+  const std::string want_remote = fmt::format("0100007F:{:04X}", local_port);
+  std::string inode;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string sl, local, remote, st, queues, timer, retr, uid, timeout, ino;
+    fields >> sl >> local >> remote >> st >> queues >> timer >> retr >> uid >> timeout >> ino;
+    if (local == want_local && remote == want_remote) {
+      inode = ino;
+      break;
+    }
+  }
+  if (inode.empty() || inode == "0") return false;
+  const std::string target = "socket:[" + inode + "]";
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) return false;
+  bool found = false;
+  while (dirent* e = ::readdir(d)) {
+    char buf[64];
+    const std::string p = std::string("/proc/self/fd/") + e->d_name;
+    const ssize_t n = ::readlink(p.c_str(), buf, sizeof buf - 1);
+    if (n <= 0) continue;
+    if (std::string_view(buf, static_cast<std::size_t>(n)) == target) {
+      found = true;
+      break;
+    }
+  }
+  ::closedir(d);
+  return found;
+}
+
+bool is_ip_literal(const std::string& host) {
+  error_code ec;
+  net::ip::make_address(host, ec);
+  return !ec;
+}
+
+// A one-shot signal a coroutine can wait for with a deadline.
+class Signal {
+ public:
+  explicit Signal(const net::any_io_executor& ex) : timer_(ex) {}
+  void fire() {
+    fired_ = true;
+    timer_.cancel();
+  }
+  bool fired() const { return fired_; }
+  net::awaitable<bool> wait(Clock::duration d) {
+    if (fired_) co_return true;
+    timer_.expires_after(d);
+    co_await timer_.async_wait(kTuple);
+    co_return fired_;
+  }
+
+ private:
+  net::steady_timer timer_;
+  bool fired_ = false;
+};
+
+// MQTT 5 properties of an incoming message, named as IoTCoreMessage names them.
+nlohmann::json properties_json(const mqtt::properties& props) {
+  nlohmann::json j = nlohmann::json::object();
+  for (std::size_t i = 0; i < props.size(); ++i) {
+    (void)i;
+  }
+  try {
+    if (props.contains(mqtt::property::CONTENT_TYPE))
+      j["contentType"] = mqtt::get<std::string>(props, mqtt::property::CONTENT_TYPE);
+    if (props.contains(mqtt::property::RESPONSE_TOPIC))
+      j["responseTopic"] = mqtt::get<std::string>(props, mqtt::property::RESPONSE_TOPIC);
+    if (props.contains(mqtt::property::CORRELATION_DATA)) {
+      const std::string cd = mqtt::get<std::string>(props, mqtt::property::CORRELATION_DATA);
+      j["correlationData"] = base64_encode(std::span(reinterpret_cast<const std::uint8_t*>(cd.data()), cd.size()));
+    }
+    if (props.contains(mqtt::property::PAYLOAD_FORMAT_INDICATOR))
+      j["payloadFormat"] = mqtt::get<std::uint8_t>(props, mqtt::property::PAYLOAD_FORMAT_INDICATOR) ? "UTF8" : "BYTES";
+    if (props.contains(mqtt::property::MESSAGE_EXPIRY_INTERVAL))
+      j["messageExpiryIntervalSeconds"] = mqtt::get<std::uint32_t>(props, mqtt::property::MESSAGE_EXPIRY_INTERVAL);
+    const auto n = props.count(mqtt::property::USER_PROPERTY);
+    if (n > 0) {
+      nlohmann::json ups = nlohmann::json::array();
+      for (std::size_t i = 0; i < n; ++i) {
+        auto kv = mqtt::get<mqtt::string_pair>(props, mqtt::property::USER_PROPERTY, i);
+        ups.push_back({{"key", std::get<0>(kv)}, {"value", std::get<1>(kv)}});
+      }
+      j["userProperties"] = std::move(ups);
+    }
+  } catch (const std::exception&) {
+    // A property of an unexpected type: deliver the message without it.
+  }
+  return j;
+}
+
+// The spool's JSON properties (as PublishToIoTCore gave them) as MQTT 5 properties.
+mqtt::properties to_mqtt_properties(const std::string& json_text, std::uint32_t expiry_left) {
+  mqtt::properties props;
+  if (expiry_left > 0) props.add({mqtt::property::MESSAGE_EXPIRY_INTERVAL, static_cast<int32_t>(expiry_left)});
+  if (json_text.empty()) return props;
+  const auto j = nlohmann::json::parse(json_text, nullptr, false);
+  if (!j.is_object()) return props;
+  try {
+    if (auto it = j.find("contentType"); it != j.end() && it->is_string())
+      props.add({mqtt::property::CONTENT_TYPE, it->get<std::string>()});
+    if (auto it = j.find("responseTopic"); it != j.end() && it->is_string())
+      props.add({mqtt::property::RESPONSE_TOPIC, it->get<std::string>()});
+    if (auto it = j.find("correlationData"); it != j.end() && it->is_string()) {
+      auto raw = base64_decode(it->get<std::string>());
+      if (raw) props.add({mqtt::property::CORRELATION_DATA, std::string(raw->begin(), raw->end())});
+    }
+    if (auto it = j.find("payloadFormat"); it != j.end() && it->is_string())
+      props.add({mqtt::property::PAYLOAD_FORMAT_INDICATOR, static_cast<std::uint8_t>(*it == "UTF8" ? 1 : 0)});
+    if (auto it = j.find("userProperties"); it != j.end() && it->is_array())
+      for (const auto& kv : *it)
+        if (kv.is_object() && kv.contains("key") && kv.contains("value") && kv["key"].is_string() &&
+            kv["value"].is_string())
+          props.add({mqtt::property::USER_PROPERTY, kv["key"].get<std::string>(), kv["value"].get<std::string>()});
+  } catch (const std::exception&) {
+    // Properties were validated when the message was accepted; skip anything odd.
+  }
+  return props;
+}
+
+// Paho's action listener: forwards to a function (which only posts to the strand).
+class Listener final : public mqtt::iaction_listener {
+ public:
+  using Fn = std::function<void(bool ok, const mqtt::token& tok)>;
+  explicit Listener(Fn fn) : fn_(std::move(fn)) {}
+  void on_success(const mqtt::token& tok) override { fn_(true, tok); }
+  void on_failure(const mqtt::token& tok) override { fn_(false, tok); }
+
+ private:
+  Fn fn_;
+};
+
+std::string reason_text(const mqtt::token& tok) {
+  const int rc = tok.get_return_code();
+  const auto reason = tok.get_reason_code();
+  if (reason != mqtt::ReasonCode::SUCCESS)
+    return fmt::format("{} (reason code {:#04x})", mqtt::exception::reason_code_str(static_cast<int>(reason)),
+                       static_cast<int>(reason));
+  if (rc != 0) return fmt::format("{} (return code {})", mqtt::exception::error_str(rc), rc);
+  return "no reason given";
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+struct Subscription {
+  std::string filter;
+  int qos = 0;
+  Link::MessageHandler on_message;
+  Link::RefusedHandler on_refused;
+};
+
+// One connection attempt: the TLS stream, the loopback socket Paho uses, and the Paho client.
+struct Connection {
+  explicit Connection(const net::any_io_executor& ex, net::ssl::context& ctx)
+      : tls(ex, ctx), plain(ex), connack(ex), down(ex) {}
+  std::uint64_t gen = 0;
+  beast::ssl_stream<beast::tcp_stream> tls;
+  tcp::socket plain;
+  std::unique_ptr<mqtt::async_client> paho;
+  std::unique_ptr<Listener> connect_listener;
+  std::unique_ptr<Listener> publish_listener;
+  std::unique_ptr<Listener> subscribe_listener;
+  Signal connack;  // fired with connected_ok set
+  Signal down;     // fired when the connection is gone
+  bool connected_ok = false;
+  std::string failure;  // why it went down / failed, for the operator
+  int pipes = 0;
+};
+
+struct Link::Impl : std::enable_shared_from_this<Impl> {
+  Impl(net::any_io_executor ex, LinkOptions o, spool::Spool& s)
+      : strand(net::make_strand(ex)), options(std::move(o)), spool(s), acceptor(strand), backoff_timer(strand),
+        rate_timer(strand), log(log::get("cloud")), rng(std::random_device{}()) {}
+
+  net::strand<net::any_io_executor> strand;
+  LinkOptions options;
+  spool::Spool& spool;
+  std::unique_ptr<net::ssl::context> ssl_ctx;
+  tcp::acceptor acceptor;
+  unsigned shim_port = 0;
+  net::steady_timer backoff_timer;
+  net::steady_timer rate_timer;
+  std::shared_ptr<spdlog::logger> log;
+  std::mt19937_64 rng;
+
+  bool stopping = false;
+  std::function<void()> stop_done;
+  std::shared_ptr<Connection> conn;  // the current attempt, if any
+  std::uint64_t gen = 0;
+
+  // Uplink.
+  std::int64_t cursor = 0;            // last spool id handed to Paho on this connection
+  std::set<std::int64_t> inflight;    // ids awaiting their PUBACK
+  std::vector<std::int64_t> to_ack;   // delivered, not yet passed to spool.ack
+  bool fetching = false;
+  bool wake_pending = false;
+  double tokens = 0;
+  Clock::time_point tokens_at = Clock::now();
+  bool rate_armed = false;
+
+  // Downlink.
+  std::map<std::uint64_t, Subscription> subs;
+  std::atomic<std::uint64_t> next_sub{1};
+
+  // Status, read from any thread.
+  mutable std::mutex status_mutex;
+  LinkState state_value = LinkState::disabled;
+  std::string last_error;
+  std::int64_t state_since_ms = unix_ms();
+  std::int64_t connected_since_ms = 0;
+  std::uint64_t connects = 0;
+  std::uint64_t connect_failures = 0;
+  std::uint64_t disconnects = 0;
+  std::size_t inflight_count = 0;
+  std::int64_t next_attempt_ms = 0;
+
+  void set_state(LinkState s, const std::string& error = {}) {
+    std::lock_guard lock(status_mutex);
+    if (s != state_value) state_since_ms = unix_ms();
+    state_value = s;
+    if (!error.empty()) last_error = error;
+  }
+
+  // ------------------------------------------------------------------------------ connecting
+
+  net::awaitable<void> run() {
+    auto self = shared_from_this();
+    std::uint32_t failures = 0;
+    while (!stopping) {
+      set_state(LinkState::connecting);
+      const auto started = Clock::now();
+      co_await attempt();
+      if (stopping) break;
+      const bool was_stable = conn && conn->connected_ok && Clock::now() - started >= options.stable;
+      if (was_stable) failures = 0;
+      const std::string why = conn ? conn->failure : std::string("unknown");
+      teardown();
+      // Full jitter: uniform in [0, min(cap, base * 2^failures)].
+      const auto cap = std::min<std::int64_t>(options.backoff_max.count(),
+                                              options.backoff_base.count() << std::min<std::uint32_t>(failures, 20));
+      ++failures;
+      std::uniform_int_distribution<std::int64_t> dist(0, std::max<std::int64_t>(cap, 0));
+      const auto delay = std::chrono::milliseconds(dist(rng));
+      {
+        std::lock_guard lock(status_mutex);
+        next_attempt_ms = unix_ms() + delay.count();
+      }
+      set_state(LinkState::waiting, why);
+      log->info("endpoint={}:{} next connection attempt in {} ms (attempt {} since the last stable connection)",
+                options.endpoint, options.port, delay.count(), failures);
+      backoff_timer.expires_after(delay);
+      co_await backoff_timer.async_wait(kTuple);
+    }
+    teardown();
+    set_state(LinkState::stopped);
+    if (stop_done) std::exchange(stop_done, nullptr)();
+  }
+
+  void fail_attempt(const std::shared_ptr<Connection>& c, std::string why) {
+    if (c->failure.empty()) c->failure = std::move(why);
+  }
+
+  // A readable sentence for a failed TLS handshake.
+  std::string handshake_failure(const error_code& ec, SSL* ssl) {
+    const long verify = SSL_get_verify_result(ssl);
+    const std::string where = fmt::format("{}:{}", options.endpoint, options.port);
+    if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH)
+      return fmt::format("TLS to {} failed: the server's certificate is not for the host name {} (check "
+                         "iotDataEndpoint)",
+                         where, options.endpoint);
+    if (verify != X509_V_OK)
+      return fmt::format("TLS to {} failed: the server's certificate is not trusted: {} (check system.rootCaPath)",
+                         where, X509_verify_cert_error_string(verify));
+    if (ec == beast::error::timeout) return fmt::format("TLS to {} failed: the handshake timed out", where);
+    std::string detail = ec.message();
+    if (ec.category() == net::error::get_ssl_category()) {
+      const std::string queue = trust::last_tls_error("");
+      if (!queue.empty()) detail = queue;
+    }
+    if (detail.find("protocol version") != std::string::npos || detail.find("unsupported protocol") != std::string::npos)
+      return fmt::format("TLS to {} failed: the server does not offer TLS 1.2 or later ({})", where, detail);
+    return fmt::format("TLS to {} failed: {}", where, detail);
+  }
+
+  net::awaitable<void> attempt() {
+    auto self = shared_from_this();
+    auto c = std::make_shared<Connection>(strand, *ssl_ctx);
+    c->gen = ++gen;
+    conn = c;
+    const auto deadline = Clock::now() + options.connect_timeout;
+    const std::string where = fmt::format("{}:{}", options.endpoint, options.port);
+
+    // 1. TCP and TLS, with the identity's context.
+    tcp::resolver resolver(strand);
+    auto [rec, endpoints] = co_await resolver.async_resolve(options.endpoint, std::to_string(options.port), kTuple);
+    if (rec) {
+      fail_attempt(c, fmt::format("cannot resolve the cloud endpoint {}: {}", options.endpoint, rec.message()));
+      co_return;
+    }
+    SSL* ssl = c->tls.native_handle();
+    if (!is_ip_literal(options.endpoint))
+      SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, const_cast<char*>(options.endpoint.c_str()));
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if ((is_ip_literal(options.endpoint) ? X509_VERIFY_PARAM_set1_ip_asc(param, options.endpoint.c_str())
+                                         : X509_VERIFY_PARAM_set1_host(param, options.endpoint.c_str(), 0)) != 1) {
+      fail_attempt(c, "cannot set the host name to verify: " + options.endpoint);
+      co_return;
+    }
+    beast::get_lowest_layer(c->tls).expires_at(deadline);
+    auto [cec, ep] = co_await beast::get_lowest_layer(c->tls).async_connect(endpoints, kTuple);
+    if (cec) {
+      fail_attempt(c, cec == beast::error::timeout ? fmt::format("connecting to {} timed out", where)
+                                                   : fmt::format("cannot connect to {}: {}", where, cec.message()));
+      co_return;
+    }
+    beast::get_lowest_layer(c->tls).socket().set_option(tcp::no_delay(true));
+    const auto tls_started = Clock::now();
+    ERR_clear_error();
+    auto [hec] = co_await c->tls.async_handshake(net::ssl::stream_base::client, kTuple);
+    if (hec) {
+      fail_attempt(c, handshake_failure(hec, ssl));
+      co_return;
+    }
+    beast::get_lowest_layer(c->tls).expires_never();
+    const auto tls_ms = std::chrono::duration<double, std::milli>(Clock::now() - tls_started).count();
+    log->debug("endpoint={} TLS {} established in {:.1f} ms ({})", where, SSL_get_version(ssl), tls_ms,
+               options.identity->key_description());
+
+    // 2. Paho, connecting to our loopback port.
+    mqtt::create_options create(options.mqtt_version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1);
+    try {
+      c->paho = std::make_unique<mqtt::async_client>(fmt::format("tcp://127.0.0.1:{}", shim_port), options.client_id,
+                                                     create, nullptr);
+    } catch (const std::exception& e) {
+      fail_attempt(c, std::string("cannot create the MQTT client: ") + e.what());
+      co_return;
+    }
+    std::weak_ptr<Impl> weak = self;
+    const std::uint64_t g = c->gen;
+    auto on_strand = [weak](auto fn) {
+      if (auto s = weak.lock()) net::post(s->strand, [s, fn = std::move(fn)]() mutable { fn(*s); });
+    };
+    c->paho->set_connection_lost_handler([on_strand, g](const std::string& cause) {
+      on_strand([g, cause](Impl& s) { s.connection_gone(g, cause.empty() ? "the connection was lost" : cause); });
+    });
+    c->paho->set_disconnected_handler([on_strand, g](const mqtt::properties&, mqtt::ReasonCode rc) {
+      on_strand([g, rc](Impl& s) {
+        std::string why = fmt::format("the cloud closed the connection: {} (reason code {:#04x})",
+                                      mqtt::exception::reason_code_str(static_cast<int>(rc)), static_cast<int>(rc));
+        if (rc == mqtt::ReasonCode::SESSION_TAKEN_OVER)
+          why = fmt::format("another client connected with the client id {} and took the session over; check that "
+                            "no other device uses this thing name",
+                            s.options.client_id);
+        s.connection_gone(g, why);
+      });
+    });
+    c->paho->set_message_callback([on_strand, g](mqtt::const_message_ptr msg) {
+      IncomingMessage m;
+      m.topic = msg->get_topic();
+      m.payload = msg->get_payload_str();
+      m.qos = msg->get_qos();
+      m.retain = msg->is_retained();
+      m.properties = properties_json(msg->get_properties());
+      on_strand([g, m = std::move(m)](Impl& s) { s.deliver(g, m); });
+    });
+    c->connect_listener = std::make_unique<Listener>([on_strand, g](bool ok, const mqtt::token& tok) {
+      std::string why = ok ? std::string() : reason_text(tok);
+      on_strand([g, ok, why](Impl& s) { s.connect_result(g, ok, why); });
+    });
+    c->publish_listener = std::make_unique<Listener>([on_strand, g](bool ok, const mqtt::token& tok) {
+      const auto id = static_cast<std::int64_t>(reinterpret_cast<std::intptr_t>(tok.get_user_context()));
+      std::string why = ok ? std::string() : reason_text(tok);
+      on_strand([g, ok, id, why](Impl& s) { s.publish_result(g, id, ok, why); });
+    });
+    c->subscribe_listener = std::make_unique<Listener>([on_strand, g](bool ok, const mqtt::token& tok) {
+      if (ok) return;
+      std::string filter = tok.get_topics() && !tok.get_topics()->empty() ? (*tok.get_topics())[0] : std::string();
+      std::string why = reason_text(tok);
+      on_strand([g, filter, why](Impl& s) { s.subscribe_refused(g, filter, why); });
+    });
+
+    auto opts = mqtt::connect_options_builder()
+                    .keep_alive_interval(options.keep_alive)
+                    .connect_timeout(options.connect_timeout)
+                    .automatic_reconnect(false)
+                    .finalize();
+    opts.set_mqtt_version(options.mqtt_version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1);
+    // A clean session: the spool, not the broker, holds what is still to be delivered, and every
+    // cloud subscription is made again after each connect.
+    if (options.mqtt_version == 5)
+      opts.set_clean_start(true);
+    else
+      opts.set_clean_session(true);
+    opts.set_max_inflight(static_cast<int>(std::max<std::size_t>(options.max_inflight, 1) + 10));
+    try {
+      c->paho->connect(opts, nullptr, *c->connect_listener);
+    } catch (const std::exception& e) {
+      fail_attempt(c, std::string("the MQTT client could not start connecting: ") + e.what());
+      co_return;
+    }
+
+    // 3. Take Paho's connection on the loopback port (ours only) and pipe it into TLS.
+    net::steady_timer accept_deadline(strand);
+    accept_deadline.expires_at(deadline);
+    accept_deadline.async_wait([this](error_code ec) {
+      if (!ec) acceptor.cancel();
+    });
+    for (;;) {
+      auto [aec, sock] = co_await acceptor.async_accept(kTuple);
+      if (aec) {
+        fail_attempt(c, fmt::format("the MQTT client did not connect within {} s",
+                                    options.connect_timeout.count()));
+        co_return;
+      }
+      error_code pe;
+      const auto peer = sock.remote_endpoint(pe);
+      if (!pe && peer_is_this_process(peer.port(), shim_port)) {
+        c->plain = std::move(sock);
+        break;
+      }
+      log->warn("a process other than canopyd connected to the cloud link's internal port 127.0.0.1:{}; "
+                "connection closed",
+                shim_port);
+    }
+    accept_deadline.cancel();
+    c->plain.set_option(tcp::no_delay(true));
+    net::co_spawn(strand, pipe_tls_to_plain(c), net::detached);
+    net::co_spawn(strand, pipe_plain_to_tls(c), net::detached);
+
+    // 4. CONNACK.
+    const bool answered = co_await c->connack.wait(deadline - Clock::now());
+    if (!answered || !c->connected_ok) {
+      if (!answered) fail_attempt(c, fmt::format("no CONNACK from {} within {} s", where, options.connect_timeout.count()));
+      co_return;
+    }
+    const auto connected_at = Clock::now();
+    {
+      std::lock_guard lock(status_mutex);
+      ++connects;
+      connected_since_ms = unix_ms();
+      last_error.clear();
+    }
+    set_state(LinkState::connected);
+    log->info("endpoint={} connected as {} (MQTT {}, {}, key: {})", where, options.client_id,
+              options.mqtt_version == 5 ? "5" : "3.1.1", SSL_get_version(ssl), options.identity->key_description());
+    on_connected(c);
+
+    // 5. Until it goes down.
+    while (!c->down.fired() && !stopping) co_await c->down.wait(std::chrono::hours(24));
+    {
+      std::lock_guard lock(status_mutex);
+      ++disconnects;
+    }
+    log->warn("endpoint={} disconnected after {} s: {}; {} message(s) in flight stay in the spool", where,
+              std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - connected_at).count(),
+              c->failure.empty() ? "stopping" : c->failure, inflight.size());
+  }
+
+  net::awaitable<void> pipe_tls_to_plain(std::shared_ptr<Connection> c) {
+    ++c->pipes;
+    std::vector<char> buf(16 * 1024);
+    for (;;) {
+      auto [ec, n] = co_await c->tls.async_read_some(net::buffer(buf), kTuple);
+      if (ec) {
+        std::string why = "the cloud closed the connection";
+        if (ec.category() == net::error::get_ssl_category()) {
+          const std::string q = trust::last_tls_error("");
+          std::string detail = q.empty() ? ec.message() : q;
+          if (detail.find("alert") != std::string::npos)
+            why = fmt::format("the cloud ended the TLS session: {} (if this follows the connect, the cloud refused "
+                              "the device certificate {})",
+                              detail, options.identity->certificate_subject());
+          else
+            why = "TLS error: " + detail;
+        } else if (ec != net::error::eof && ec != net::error::operation_aborted) {
+          why = "the connection to the cloud failed: " + ec.message();
+        }
+        if (ec != net::error::operation_aborted) fail_attempt(c, why);
+        break;
+      }
+      auto [wec, w] = co_await net::async_write(c->plain, net::buffer(buf.data(), n), kTuple);
+      if (wec) break;
+    }
+    close_connection(c);
+    --c->pipes;
+  }
+
+  net::awaitable<void> pipe_plain_to_tls(std::shared_ptr<Connection> c) {
+    ++c->pipes;
+    std::vector<char> buf(16 * 1024);
+    for (;;) {
+      auto [ec, n] = co_await c->plain.async_read_some(net::buffer(buf), kTuple);
+      if (ec) break;
+      auto [wec, w] = co_await net::async_write(c->tls, net::buffer(buf.data(), n), kTuple);
+      if (wec) {
+        fail_attempt(c, "writing to the cloud failed: " + wec.message());
+        break;
+      }
+    }
+    close_connection(c);
+    --c->pipes;
+  }
+
+  void close_connection(const std::shared_ptr<Connection>& c) {
+    error_code ignored;
+    c->plain.close(ignored);
+    beast::get_lowest_layer(c->tls).socket().close(ignored);
+    if (!c->connack.fired()) c->connack.fire();
+    c->down.fire();
+  }
+
+  void connection_gone(std::uint64_t g, const std::string& why) {
+    if (!conn || conn->gen != g) return;
+    fail_attempt(conn, why);
+    close_connection(conn);
+  }
+
+  void connect_result(std::uint64_t g, bool ok, const std::string& why) {
+    if (!conn || conn->gen != g) return;
+    if (ok) {
+      conn->connected_ok = true;
+      conn->connack.fire();
+      return;
+    }
+    fail_attempt(conn, fmt::format("the cloud refused the MQTT connection as {}: {}", options.client_id, why));
+    close_connection(conn);
+  }
+
+  void teardown() {
+    if (!conn) return;
+    auto c = conn;
+    close_connection(c);
+    if (c->paho) {
+      try {
+        if (c->paho->is_connected()) c->paho->disconnect(0);
+      } catch (const std::exception&) {
+      }
+    }
+    // Paho's client is destroyed off its own callback thread, here on the strand.
+    c->paho.reset();
+    inflight.clear();
+    {
+      std::lock_guard lock(status_mutex);
+      inflight_count = 0;
+      connected_since_ms = 0;
+    }
+    fetching = false;
+    if (!to_ack.empty()) spool.ack(std::exchange(to_ack, {}));
+    {
+      std::lock_guard lock(status_mutex);
+      ++connect_failures;
+    }
+  }
+
+  // ------------------------------------------------------------------------------ uplink
+
+  void on_connected(const std::shared_ptr<Connection>& c) {
+    cursor = 0;
+    inflight.clear();
+    fetching = false;
+    tokens = options.max_publish_rate > 0 ? std::min(options.max_publish_rate, 10.0) : 0;
+    tokens_at = Clock::now();
+    // The cloud subscriptions, once per filter with the highest QoS asked for.
+    std::map<std::string, int> filters;
+    for (const auto& [id, s] : subs) filters[s.filter] = std::max(filters[s.filter], s.qos);
+    for (const auto& [f, q] : filters) cloud_subscribe(c, f, q);
+    pump();
+  }
+
+  void cloud_subscribe(const std::shared_ptr<Connection>& c, const std::string& filter, int qos) {
+    try {
+      c->paho->subscribe(filter, qos, nullptr, *c->subscribe_listener);
+    } catch (const std::exception& e) {
+      log->warn("topic={} cannot subscribe in the cloud now: {}; retried after the next connect", filter, e.what());
+    }
+  }
+
+  bool connected() const { return conn && conn->connected_ok && !conn->down.fired() && conn->paho; }
+
+  void pump() {
+    if (!connected() || fetching || stopping) return;
+    const std::size_t window = std::max<std::size_t>(options.max_inflight, 1);
+    if (inflight.size() >= window) return;
+    std::size_t want = window - inflight.size();
+    if (options.max_publish_rate > 0) {
+      const auto now = Clock::now();
+      tokens = std::min(options.max_publish_rate,
+                        tokens + std::chrono::duration<double>(now - tokens_at).count() * options.max_publish_rate);
+      tokens_at = now;
+      if (tokens < 1) {
+        if (!rate_armed) {
+          rate_armed = true;
+          rate_timer.expires_after(std::chrono::duration_cast<Clock::duration>(
+              std::chrono::duration<double>((1 - tokens) / options.max_publish_rate)));
+          rate_timer.async_wait([self = shared_from_this()](error_code) {
+            self->rate_armed = false;
+            self->pump();
+          });
+        }
+        return;
+      }
+      want = std::min<std::size_t>(want, static_cast<std::size_t>(tokens));
+    }
+    fetching = true;
+    wake_pending = false;
+    const std::uint64_t g = conn->gen;
+    std::weak_ptr<Impl> weak = shared_from_this();
+    spool.fetch(cursor, std::min<std::size_t>(want, 500), [weak, g](result<std::vector<spool::StoredMessage>> rows) {
+      if (auto s = weak.lock())
+        net::post(s->strand, [s, g, rows = std::move(rows)]() mutable { s->fetched(g, std::move(rows)); });
+    });
+  }
+
+  void fetched(std::uint64_t g, result<std::vector<spool::StoredMessage>> rows) {
+    if (!conn || conn->gen != g) return;
+    fetching = false;
+    if (!rows) {
+      log->error("cannot read the spool: {}; retrying in 1 s", rows.error().message);
+      rate_timer.expires_after(std::chrono::seconds(1));
+      rate_timer.async_wait([self = shared_from_this()](error_code) { self->pump(); });
+      return;
+    }
+    if (!connected()) return;
+    std::vector<std::int64_t> sent;
+    sent.reserve(rows->size());
+    const auto now_ms = unix_ms();
+    for (auto& row : *rows) {
+      auto& m = row.message;
+      auto msg = mqtt::make_message(m.topic, m.payload, m.qos, m.retain);
+      if (options.mqtt_version == 5) {
+        std::uint32_t left = 0;
+        if (row.expires_unix_ms > 0)
+          left = static_cast<std::uint32_t>(std::max<std::int64_t>(1, (row.expires_unix_ms - now_ms + 999) / 1000));
+        auto props = to_mqtt_properties(m.properties_json, left);
+        if (!props.empty()) msg->set_properties(std::move(props));
+      }
+      try {
+        conn->paho->publish(msg, reinterpret_cast<void*>(static_cast<std::intptr_t>(row.id)), *conn->publish_listener);
+      } catch (const std::exception& e) {
+        log->warn("topic={} id={} not sent now: {}; it stays in the spool", m.topic, row.id, e.what());
+        break;
+      }
+      cursor = row.id;
+      inflight.insert(row.id);
+      sent.push_back(row.id);
+      if (options.max_publish_rate > 0) tokens -= 1;
+    }
+    {
+      std::lock_guard lock(status_mutex);
+      inflight_count = inflight.size();
+    }
+    const bool full_batch = !rows->empty() && sent.size() == rows->size();
+    if (!sent.empty()) spool.mark_sent(std::move(sent));
+    if (full_batch || wake_pending) pump();
+  }
+
+  void publish_result(std::uint64_t g, std::int64_t id, bool ok, const std::string& why) {
+    if (!conn || conn->gen != g) return;  // an old connection: the row is sent again anyway
+    if (inflight.erase(id) == 0) return;
+    if (ok) {
+      to_ack.push_back(id);
+      if (to_ack.size() >= 64 || inflight.empty()) spool.ack(std::exchange(to_ack, {}));
+    } else if (connected()) {
+      // The cloud refused this one message (e.g. not authorized for the topic). It stays in the
+      // spool and is tried again after the next reconnect; the drain goes on with the others.
+      log->warn("id={} the cloud refused a message: {}; it stays in the spool", id, why);
+    }
+    {
+      std::lock_guard lock(status_mutex);
+      inflight_count = inflight.size();
+    }
+    pump();
+  }
+
+  // ------------------------------------------------------------------------------ downlink
+
+  void deliver(std::uint64_t g, const IncomingMessage& m) {
+    if (!conn || conn->gen != g) return;
+    for (const auto& [id, s] : subs)
+      if (pubsub::matches(s.filter, m.topic) && s.on_message) s.on_message(m);
+  }
+
+  void subscribe_refused(std::uint64_t g, const std::string& filter, const std::string& why) {
+    if (!conn || conn->gen != g) return;
+    const std::string sentence = fmt::format("the cloud refused the subscription to {}: {}", filter, why);
+    log->warn("topic={} {}", filter, sentence);
+    std::vector<std::uint64_t> refused;
+    for (const auto& [id, s] : subs)
+      if (s.filter == filter) refused.push_back(id);
+    for (auto id : refused) {
+      auto node = subs.extract(id);
+      if (node && node.mapped().on_refused) node.mapped().on_refused(sentence);
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+
+Link::Link(net::any_io_executor executor, LinkOptions options, spool::Spool& spool)
+    : impl_(std::make_shared<Impl>(std::move(executor), std::move(options), spool)) {}
+
+Link::~Link() {
+  // The strand's handlers hold their own references; make sure nothing reconnects.
+  auto impl = impl_;
+  net::post(impl->strand, [impl] {
+    impl->stopping = true;
+    impl->backoff_timer.cancel();
+    impl->teardown();
+    error_code ignored;
+    impl->acceptor.close(ignored);
+  });
+}
+
+void Link::start() {
+  auto impl = impl_;
+  net::post(impl->strand, [impl] {
+    if (impl->options.endpoint.empty() || !impl->options.identity) {
+      impl->set_state(LinkState::disabled);
+      impl->log->info("no cloud endpoint configured (iotDataEndpoint): messages for the cloud wait in the spool");
+      return;
+    }
+    SSL_CTX* native = impl->options.identity->ssl_context();
+    SSL_CTX_up_ref(native);
+    impl->ssl_ctx = std::make_unique<net::ssl::context>(native);
+    error_code ec;
+    impl->acceptor.open(tcp::v4(), ec);
+    if (!ec) impl->acceptor.bind(tcp::endpoint(net::ip::make_address("127.0.0.1"), 0), ec);
+    if (!ec) impl->acceptor.listen(4, ec);
+    if (ec) {
+      impl->set_state(LinkState::stopped, "cannot open the cloud link's loopback port: " + ec.message());
+      impl->log->error("cannot open the cloud link's loopback port: {}", ec.message());
+      return;
+    }
+    impl->shim_port = impl->acceptor.local_endpoint().port();
+    net::co_spawn(impl->strand, impl->run(), [impl](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        impl->log->critical("the cloud link stopped on an unexpected error: {}", ex.what());
+        impl->set_state(LinkState::stopped, std::string("internal error: ") + ex.what());
+      }
+    });
+  });
+}
+
+void Link::stop(std::chrono::milliseconds deadline, std::function<void()> done) {
+  auto impl = impl_;
+  net::post(impl->strand, [impl, deadline, done = std::move(done)]() mutable {
+    impl->stopping = true;
+    impl->backoff_timer.cancel();
+    impl->rate_timer.cancel();
+    error_code ignored;
+    impl->acceptor.cancel(ignored);
+    if (!impl->conn || impl->state_value == LinkState::disabled) {
+      impl->set_state(impl->state_value == LinkState::disabled ? LinkState::disabled : LinkState::stopped);
+      impl->acceptor.close(ignored);
+      net::post(impl->strand, std::move(done));
+      return;
+    }
+    auto c = impl->conn;
+    // A clean DISCONNECT if we are connected; Paho sends it through the pipe.
+    if (impl->connected()) {
+      try {
+        c->paho->disconnect(static_cast<int>(std::min<std::int64_t>(deadline.count(), 2000)));
+      } catch (const std::exception&) {
+      }
+    }
+    auto timer = std::make_shared<net::steady_timer>(impl->strand);
+    timer->expires_after(std::min(deadline, std::chrono::milliseconds(2000)));
+    timer->async_wait([impl, c, timer, done = std::move(done)](error_code) mutable {
+      impl->fail_attempt(c, "canopyd is stopping");
+      impl->close_connection(c);
+      impl->teardown();
+      impl->set_state(LinkState::stopped);
+      error_code ignored2;
+      impl->acceptor.close(ignored2);
+      done();
+    });
+  });
+}
+
+void Link::wake() {
+  auto impl = impl_;
+  net::post(impl->strand, [impl] {
+    impl->wake_pending = true;
+    impl->pump();
+  });
+}
+
+result<std::uint64_t> Link::subscribe(const std::string& filter, int qos, MessageHandler on_message,
+                                      RefusedHandler on_refused) {
+  if (auto v = pubsub::validate_filter(filter); !v)
+    return make_error(errc::invalid, fmt::format("\"{}\" is not a valid MQTT topic filter: {}", filter, v.error().message));
+  if (qos < 0 || qos > 1) return make_error(errc::invalid, fmt::format("QoS {} is not supported; use 0 or 1", qos));
+  const std::uint64_t id = impl_->next_sub++;
+  auto impl = impl_;
+  net::post(impl->strand, [impl, id, filter, qos, on_message = std::move(on_message),
+                           on_refused = std::move(on_refused)]() mutable {
+    bool known = false;
+    int max_qos = qos;
+    for (const auto& [other, s] : impl->subs)
+      if (s.filter == filter) {
+        known = true;
+        max_qos = std::max(max_qos, s.qos);
+      }
+    impl->subs.emplace(id, Subscription{filter, qos, std::move(on_message), std::move(on_refused)});
+    if (impl->connected() && (!known || max_qos > qos - 1)) impl->cloud_subscribe(impl->conn, filter, max_qos);
+  });
+  return id;
+}
+
+void Link::unsubscribe(std::uint64_t id) {
+  auto impl = impl_;
+  net::post(impl->strand, [impl, id] {
+    auto it = impl->subs.find(id);
+    if (it == impl->subs.end()) return;
+    const std::string filter = it->second.filter;
+    impl->subs.erase(it);
+    for (const auto& [other, s] : impl->subs)
+      if (s.filter == filter) return;  // still wanted by another subscriber
+    if (impl->connected()) {
+      try {
+        impl->conn->paho->unsubscribe(filter);
+      } catch (const std::exception&) {
+      }
+    }
+  });
+}
+
+LinkState Link::state() const {
+  std::lock_guard lock(impl_->status_mutex);
+  return impl_->state_value;
+}
+
+nlohmann::json Link::status() const {
+  const auto& i = *impl_;
+  std::lock_guard lock(i.status_mutex);
+  nlohmann::json j = {
+      {"state", to_string(i.state_value)},
+      {"endpoint", i.options.endpoint.empty() ? "" : fmt::format("{}:{}", i.options.endpoint, i.options.port)},
+      {"clientId", i.options.client_id},
+      {"mqttVersion", i.options.mqtt_version == 5 ? "5" : "3.1.1"},
+      {"sinceUnixMs", i.state_since_ms},
+      {"connects", i.connects},
+      {"disconnects", i.disconnects},
+      {"inflight", i.inflight_count},
+  };
+  if (!i.last_error.empty()) j["lastError"] = i.last_error;
+  if (i.state_value == LinkState::waiting) j["nextAttemptUnixMs"] = i.next_attempt_ms;
+  if (i.options.identity) {
+    j["key"] = i.options.identity->key_description();
+    j["certificate"] = i.options.identity->certificate_subject();
+    j["certificateNotAfterUnix"] = i.options.identity->certificate_not_after();
+  }
+  return j;
+}
+
+}  // namespace canopy::cloud

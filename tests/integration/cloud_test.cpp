@@ -1,0 +1,330 @@
+// The cloud link against a real TLS Mosquitto "cloud" (require_certificate true): connect,
+// PublishToIoTCore and SubscribeToIoTCore through IPC, the TLS negative matrix, bad requests,
+// an outage through a cuttable proxy, the spool's bound under each policy, a corrupt spool.
+#include <atomic>
+#include <fstream>
+
+#include <gmock/gmock.h>
+
+#include "integration/cloud_fixture.hpp"
+#include "support/tcp_proxy.hpp"
+#include "support/tls_legacy_server.hpp"
+
+namespace canopy::test::cloud {
+namespace {
+
+using ::testing::HasSubstr;
+
+Canopyd::Options with(const CloudConfig& c) {
+  return {.config_yaml = yaml(c), .extra_args = {}, .env = {}, .foreground = true, .notify = true};
+}
+
+TEST(CloudLink, PublishesThroughTheSpoolAndReceivesCloudSubscriptions) {
+  TempDir dir;
+  CloudBroker cloud(dir.path());
+  auto watcher = cloud.client("watcher");
+  ASSERT_TRUE(watcher->subscribe("tele/#", 1));
+
+  Canopyd d(dir.path(), with(cloud.config_for(cloud.broker.port())));
+  ASSERT_TRUE(d.wait_ready());
+  ASSERT_TRUE(wait_status(d, [](const auto& s) { return cloud_state_is(s, "connected"); })) << status(d).dump(2);
+  const auto st = status(d);
+  EXPECT_EQ(st["cloud"]["clientId"], kThing);
+  EXPECT_THAT(st["cloud"]["key"].get<std::string>(), HasSubstr("file "));
+
+  auto c = ipc_connect(d);
+  ASSERT_TRUE(c);
+  for (int i = 0; i < 20; ++i) {
+    auto r = c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "tele/a:" + std::to_string(i)));
+    ASSERT_TRUE(r) << r.error().message;
+  }
+  ASSERT_TRUE(watcher->wait_for(20, 20s)) << watcher->count();
+  auto got = watcher->messages();
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(got[static_cast<std::size_t>(i)].payload, "tele/a:" + std::to_string(i));
+  ASSERT_TRUE(wait_status(d, [](const auto& s) { return s["spool"]["queued"] == 0 && s["spool"]["delivered"] == 20; }))
+      << status(d)["spool"].dump();
+
+  // SubscribeToIoTCore: two local subscribers share the cloud subscription; both get the message.
+  std::atomic<int> events{0};
+  std::string payload_seen;
+  std::mutex m;
+  auto on_event = [&](std::string_view ev) {
+    auto j = nlohmann::json::parse(ev);
+    std::lock_guard lock(m);
+    payload_seen = j["message"]["payload"].get<std::string>();
+    ++events;
+  };
+  auto s1 = c->subscribe("aws.greengrass#SubscribeToIoTCore", {{"topicName", "down/+/cmd"}, {"qos", "1"}}, on_event);
+  ASSERT_TRUE(s1) << s1.error().message;
+  auto s2 = c->subscribe("aws.greengrass#SubscribeToIoTCore", {{"topicName", "down/#"}, {"qos", "0"}}, on_event);
+  ASSERT_TRUE(s2) << s2.error().message;
+  // The cloud subscription is made asynchronously: publish until it arrives.
+  auto sender = cloud.client("sender");
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (events.load() < 2 && std::chrono::steady_clock::now() < until) {
+    ASSERT_TRUE(sender->publish("down/gw/cmd", "reboot-please", 1));
+    std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_GE(events.load(), 2);
+  std::lock_guard lock(m);
+  EXPECT_EQ(payload_seen, base64_encode(std::string_view("reboot-please")));
+}
+
+TEST(CloudLink, RefusesBadRequestsAndUnauthorizedTopics) {
+  TempDir dir;
+  CloudConfig cfg;  // no endpoint: messages wait in the spool
+  Canopyd d(dir.path(), with(cfg));
+  ASSERT_TRUE(d.wait_ready());
+  EXPECT_TRUE(cloud_state_is(status(d), "disabled"));
+  auto c = ipc_connect(d);
+  ASSERT_TRUE(c);
+
+  auto denied = c->call("aws.greengrass#PublishToIoTCore", publish_request("secret/x", "x"));
+  ASSERT_FALSE(denied);
+  EXPECT_EQ(denied.error().code, errc::unauthorized);
+  EXPECT_THAT(denied.error().message, HasSubstr("secret/x"));
+
+  auto wildcard = c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/#", "x"));
+  ASSERT_FALSE(wildcard);
+  EXPECT_THAT(wildcard.error().message, HasSubstr("tele/#"));
+
+  auto qos2 = c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "x", 2));
+  ASSERT_FALSE(qos2);
+  EXPECT_THAT(qos2.error().message, HasSubstr("QoS 2 is not supported"));
+
+  auto bad64 = c->call("aws.greengrass#PublishToIoTCore", {{"topicName", "tele/a"}, {"payload", "!!not base64!!"}});
+  ASSERT_FALSE(bad64);
+  EXPECT_THAT(bad64.error().message, HasSubstr("base64"));
+
+  auto big = c->call("aws.greengrass#PublishToIoTCore", publish_request("big", std::string(129 * 1024, 'x')));
+  ASSERT_FALSE(big);
+  EXPECT_THAT(big.error().message, HasSubstr("at most 131072 bytes"));
+
+  auto badfilter = c->call("aws.greengrass#SubscribeToIoTCore", {{"topicName", "down/#/x"}});
+  ASSERT_FALSE(badfilter);
+
+  // Nothing of that reached the spool, and the daemon is fine.
+  const auto s = status(d);
+  EXPECT_EQ(s["spool"]["queued"], 0);
+  EXPECT_EQ(s["spool"]["accepted"], 0);
+  auto okay = c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/ok", "fine"));
+  EXPECT_TRUE(okay) << okay.error().message;
+  EXPECT_EQ(status(d)["spool"]["queued"], 1);
+}
+
+// --- the TLS negative matrix: each refused, with a sentence that names the cause ------------
+
+std::string wait_error(const Canopyd& d) {
+  std::string last;
+  wait_status(d, [&](const auto& s) {
+    if (!s.contains("cloud") || !s["cloud"].contains("lastError")) return false;
+    last = s["cloud"]["lastError"].get<std::string>();
+    return !last.empty();
+  });
+  return last;
+}
+
+TEST(CloudTls, RefusesAServerSignedByAnotherCa) {
+  TempDir dir;
+  CloudBroker cloud(dir.path());
+  auto cfg = cloud.config_for(cloud.broker.port());
+  cfg.ca = cloud.pki.file("wrong-ca.crt");
+  Canopyd d(dir.path(), with(cfg));
+  ASSERT_TRUE(d.wait_ready());
+  EXPECT_THAT(wait_error(d), HasSubstr("server's certificate is not trusted"));
+  EXPECT_FALSE(cloud_state_is(status(d), "connected"));
+}
+
+TEST(CloudTls, RefusesAServerCertificateForAnotherHost) {
+  TempDir dir;
+  CloudBroker cloud(dir.path(), "server-wrong-host");
+  Canopyd d(dir.path(), with(cloud.config_for(cloud.broker.port())));
+  ASSERT_TRUE(d.wait_ready());
+  EXPECT_THAT(wait_error(d), HasSubstr("not for the host name 127.0.0.1"));
+}
+
+TEST(CloudTls, ReportsThatTheCloudRefusedAnExpiredDeviceCertificate) {
+  TempDir dir;
+  CloudBroker cloud(dir.path());
+  auto cfg = cloud.config_for(cloud.broker.port());
+  cfg.cert = cloud.pki.pair("client-expired").crt;
+  cfg.key = cloud.pki.pair("client-expired").key;
+  Canopyd d(dir.path(), with(cfg));
+  ASSERT_TRUE(d.wait_ready());
+  EXPECT_THAT(wait_error(d), HasSubstr("certificate expired"));
+  EXPECT_THAT(d.logs(), HasSubstr("has expired"));
+  EXPECT_FALSE(cloud_state_is(status(d), "connected"));
+}
+
+TEST(CloudTls, RefusesAServerThatOffersOnlyTls11) {
+  TempDir dir;
+  TestPki pki(dir.path() / "pki");
+  LegacyTlsServer legacy(pki, dir.path() / "legacy");
+  CloudConfig cfg;
+  cfg.port = legacy.port();
+  cfg.cert = pki.pair("client").crt;
+  cfg.key = pki.pair("client").key;
+  cfg.ca = pki.ca();
+  Canopyd d(dir.path(), with(cfg));
+  ASSERT_TRUE(d.wait_ready());
+  EXPECT_THAT(wait_error(d), HasSubstr("TLS"));
+  EXPECT_FALSE(cloud_state_is(status(d), "connected"));
+}
+
+TEST(CloudTls, RefusesToStartWithAKeyFileOthersCanRead) {
+  TempDir dir;
+  CloudBroker cloud(dir.path());
+  auto cfg = cloud.config_for(cloud.broker.port());
+  fs::permissions(cfg.key, fs::perms(0644));
+  Canopyd d(dir.path(), with(cfg));
+  EXPECT_FALSE(d.wait_ready(10s));
+  auto code = d.process().wait(10s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 2);
+  EXPECT_THAT(d.logs(), HasSubstr("chmod 600 " + cfg.key.string()));
+}
+
+TEST(CloudTls, RefusesToStartWithoutAClientCertificate) {
+  TempDir dir;
+  CloudBroker cloud(dir.path());
+  auto cfg = cloud.config_for(cloud.broker.port());
+  cfg.cert.clear();
+  Canopyd d(dir.path(), with(cfg));
+  EXPECT_FALSE(d.wait_ready(10s));
+  auto code = d.process().wait(10s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 2);
+  EXPECT_THAT(d.logs(), HasSubstr("system.certificateFilePath is not set"));
+}
+
+// --- outage: a proxy cut during a steady publish load, then restored -----------------------
+
+TEST(CloudOutage, EveryMessageArrivesInOrderPerTopicAfterTheLinkComesBack) {
+  TempDir dir;
+  CloudBroker cloud(dir.path());
+  TcpProxy proxy(cloud.broker.port());
+  auto watcher = cloud.client("watcher");
+  ASSERT_TRUE(watcher->subscribe("tele/#", 1));
+  Canopyd d(dir.path(), with(cloud.config_for(proxy.port())));
+  ASSERT_TRUE(d.wait_ready());
+  ASSERT_TRUE(wait_status(d, [](const auto& s) { return cloud_state_is(s, "connected"); }));
+  auto c = ipc_connect(d);
+  ASSERT_TRUE(c);
+
+  const std::vector<std::string> topics = {"tele/a", "tele/b", "tele/c"};
+  std::map<std::string, std::set<long>> sent;
+  constexpr int kTotal = 3000;
+  for (int i = 0; i < kTotal; ++i) {
+    if (i == kTotal / 3) proxy.cut(true);
+    if (i == 2 * kTotal / 3) proxy.restore();
+    const auto& t = topics[static_cast<std::size_t>(i) % topics.size()];
+    auto r = c->call("aws.greengrass#PublishToIoTCore", publish_request(t, t + ":" + std::to_string(i)));
+    ASSERT_TRUE(r) << "publish " << i << ": " << r.error().message;
+    sent[t].insert(i);
+  }
+  ASSERT_TRUE(wait_status(d, [](const auto& s) { return s["spool"]["queued"] == 0; }, 60s)) << status(d).dump(2);
+  // Every acknowledged message has arrived once its PUBACK deleted it.
+  const auto a = audit(watcher->messages(), sent);
+  EXPECT_EQ(a.missing, 0u);
+  EXPECT_EQ(a.out_of_order, 0u);
+  const auto s = status(d);
+  EXPECT_GE(s["cloud"]["connects"].get<int>(), 2) << "the link should have reconnected after the cut";
+  std::printf("outage: %d sent, %zu received, %zu duplicates, resent=%d\n", kTotal, watcher->count(), a.duplicates,
+              s["spool"]["resent"].get<int>());
+}
+
+// --- the spool's bound under each policy -------------------------------------------------------
+
+TEST(SpoolBound, RejectNewRefusesThePublishAndKeepsWhatIsStored) {
+  TempDir dir;
+  CloudConfig cfg;
+  cfg.spooler_yaml = "        maxMessages: 5\n        whenFull: reject-new\n";
+  Canopyd d(dir.path(), with(cfg));
+  ASSERT_TRUE(d.wait_ready());
+  auto c = ipc_connect(d);
+  ASSERT_TRUE(c);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", std::to_string(i))));
+  auto r = c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "6"));
+  ASSERT_FALSE(r);
+  EXPECT_THAT(r.error().message, HasSubstr("spool is full"));
+  const auto s = status(d)["spool"];
+  EXPECT_EQ(s["queued"], 5);
+  EXPECT_EQ(s["rejected_full"], 1);
+  EXPECT_EQ(s["dropped_full"], 0);
+  EXPECT_EQ(s["accepted"], 5);
+}
+
+TEST(SpoolBound, DropOldestKeepsTheNewestAndDeliversThem) {
+  TempDir dir;
+  CloudBroker cloud(dir.path());
+  TcpProxy proxy(cloud.broker.port());
+  proxy.cut(true);
+  auto watcher = cloud.client("watcher");
+  ASSERT_TRUE(watcher->subscribe("tele/#", 1));
+  auto cfg = cloud.config_for(proxy.port());
+  cfg.spooler_yaml = "        maxMessages: 5\n        whenFull: drop-oldest\n";
+  Canopyd d(dir.path(), with(cfg));
+  ASSERT_TRUE(d.wait_ready());
+  auto c = ipc_connect(d);
+  ASSERT_TRUE(c);
+  for (int i = 0; i < 8; ++i)
+    ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "tele/a:" + std::to_string(i))));
+  auto s = status(d)["spool"];
+  EXPECT_EQ(s["queued"], 5);
+  EXPECT_EQ(s["dropped_full"], 3);
+  proxy.restore();
+  ASSERT_TRUE(watcher->wait_for(5, 30s));
+  std::this_thread::sleep_for(300ms);
+  const auto got = watcher->messages();
+  ASSERT_EQ(got.size(), 5u);
+  for (std::size_t i = 0; i < 5; ++i) EXPECT_EQ(got[i].payload, "tele/a:" + std::to_string(i + 3));
+}
+
+TEST(SpoolBound, DropQos0FirstDropsOnlyQos0ThenRefuses) {
+  TempDir dir;
+  CloudConfig cfg;
+  cfg.spooler_yaml = "        maxMessages: 4\n        whenFull: drop-qos0-first\n";
+  Canopyd d(dir.path(), with(cfg));
+  ASSERT_TRUE(d.wait_ready());
+  auto c = ipc_connect(d);
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "q0-a", 0)));
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "q1-a", 1)));
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "q0-b", 0)));
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "q1-b", 1)));
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "q1-c", 1)));  // drops q0-a
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "q1-d", 1)));  // drops q0-b
+  auto refused = c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "q1-e", 1));
+  ASSERT_FALSE(refused);
+  EXPECT_THAT(refused.error().message, HasSubstr("spool is full"));
+  const auto s = status(d)["spool"];
+  EXPECT_EQ(s["queued"], 4);
+  EXPECT_EQ(s["dropped_full"], 2);
+  EXPECT_EQ(s["rejected_full"], 1);
+}
+
+// --- a corrupt spool database is moved aside, never deleted ----------------------------------
+
+TEST(SpoolCorruption, IsMovedAsideWithALogLineAndANewSpoolStarts) {
+  TempDir dir;
+  fs::create_directories(dir.path() / "root" / "spool");
+  {
+    std::ofstream bad(dir.path() / "root" / "spool" / "spool.db", std::ios::binary);
+    bad << std::string(8192, '\x5a');
+  }
+  CloudConfig cfg;
+  Canopyd d(dir.path(), with(cfg));
+  ASSERT_TRUE(d.wait_ready());
+  const auto s = status(d)["spool"];
+  ASSERT_TRUE(s.contains("quarantined")) << s.dump();
+  const fs::path moved = s["quarantined"].get<std::string>();
+  EXPECT_TRUE(fs::exists(moved));
+  EXPECT_EQ(fs::file_size(moved), 8192u);
+  EXPECT_THAT(d.logs(), HasSubstr(moved.string()));
+  auto c = ipc_connect(d);
+  ASSERT_TRUE(c);
+  EXPECT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "after")));
+}
+
+}  // namespace
+}  // namespace canopy::test::cloud
