@@ -854,6 +854,8 @@ void Spool::enqueue(Message message, EnqueueDone done) {
     }
   }
   if (pending == 0) {
+    // Only reachable once the destructor has started (e.g. from a completion it runs): the
+    // worker takes nothing new then, so the completion runs here, exactly once.
     i.call(req.done, result<std::int64_t>(Impl::closing_error()));
     return;
   }

@@ -52,7 +52,7 @@ inline std::string yaml(const CloudConfig& c) {
   y += "      mqtt:\n        port: " + std::to_string(c.port.value_or(8883)) +
        "\n        reconnectBaseMs: 100\n        reconnectMaxMs: 1000\n        connectTimeoutSeconds: 5\n" + c.mqtt_yaml;
   y += "      spooler:\n        durability: full\n" + c.spooler_yaml;
-  y += "      ipc:\n        staticIdentities:\n          com.example.Pub: " + std::string(kPubToken) + "\n";
+  y += "      ipc:\n        maxFramePayloadBytes: 1048576\n        staticIdentities:\n          com.example.Pub: " + std::string(kPubToken) + "\n";
   y += "  com.example.Pub:\n    configuration:\n      accessControl:\n        aws.greengrass.ipc.mqttproxy:\n"
        "          p1:\n            operations: ['aws.greengrass#PublishToIoTCore', 'aws.greengrass#SubscribeToIoTCore']\n"
        "            resources: " +

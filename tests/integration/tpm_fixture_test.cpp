@@ -128,7 +128,9 @@ TEST(SoftwareTpmTest, TpmKeysCompleteMutualTlsWithMosquitto) {
     const fs::path input = tmp.path() / (id.client_id + ".in");
     write_file(input, mqtt_connect(id.client_id) + kDisconnect);
     const auto t0 = std::chrono::steady_clock::now();
-    const auto r = run_with_stdin({kOpenssl, "s_client", "-provider", "tpm2", "-provider", "default", "-connect",
+    // Providers come from OPENSSL_CONF (tpm2, default, default_properties), NOT from
+    // -provider options as well: both together break signing with "missing private key".
+    const auto r = run_with_stdin({kOpenssl, "s_client", "-connect",
                                    "127.0.0.1:" + std::to_string(broker.port()), "-tls1_3", "-CAfile", pki.ca().string(),
                                    "-verify_return_error", "-verify_ip", "127.0.0.1", "-cert", id.crt.string(), "-key",
                                    id.key, "-quiet", "-brief"},

@@ -47,7 +47,11 @@ class SoftwareTpm {
   /// tpm2 globally breaks file keys in the same library context (notes, pitfall 5).
   std::map<std::string, std::string> environment() const;
   /// environment() plus OPENSSL_CONF=openssl_config(), for openssl CLI runs that use a TPM
-  /// key (s_client, mosquitto_pub with a TSS2 PEM key).
+  /// key (s_client, mosquitto_pub with a TSS2 PEM key). Do NOT add `-provider tpm2
+  /// -provider default` on top: with both, s_client's CertificateVerify fails with
+  /// "ossl_ecdsa_simple_sign_sig: missing private key" (observed with tpm2-openssl 1.1.1).
+  /// `-provider tpm2 -provider default` alone (environment()) works too, but about 5x slower
+  /// (digests then run in the TPM, pitfall 6).
   std::map<std::string, std::string> openssl_environment() const;
   /// An OpenSSL config that activates tpm2 then default and sets the default properties
   /// "tpm2.digest!=yes,tpm2.cipher!=yes,tpm2.rand!=yes" (tpm2-openssl 1.1.1, pitfalls 4 and 6).
