@@ -26,11 +26,11 @@ make_pki
 PORT=$(free_port)
 start_broker "$PORT"
 write_config "$PORT" "$T/pki/client.key" "        maxPublishRate: 0
-        maxInflight: 100" "        durability: full"
+        maxInflight: ${MAX_INFLIGHT:-100}" "        durability: full"
 start_canopyd
 wait_cloud connected 30
 echo "== cloud link end to end: $N messages, QoS 1, 256 B, window $WINDOW; broker 127.0.0.1:$PORT (TLS, require_certificate) =="
 echo "+ $BENCH e2e $T/root/ipc.socket <token> $PORT $T/pki $N $WINDOW"
 "$BENCH" e2e "$T/root/ipc.socket" "$TOKEN" "$PORT" "$T/pki" "$N" "$WINDOW"
-echo "canopyd: $(status_json | jq -c '{cloud: .cloud | {state, connects, disconnects}, spool: .spool}')"
+echo "canopyd: $(status_json | jq -c '{cloud: .cloud | {state, connects, disconnects, inflightLimit}, spool: .spool}')"
 echo "canopyd VmRSS $(awk '/VmRSS/{print $2, $3}' /proc/$CANOPYD_PID/status), VmHWM $(awk '/VmHWM/{print $2, $3}' /proc/$CANOPYD_PID/status)"

@@ -90,7 +90,7 @@ YAML
 }
 
 start_canopyd() {
-  "$CANOPYD" --root "$T/root" --config "$T/config.yaml" --foreground > "$T/canopyd.out" 2>&1 &
+  ${CANOPYD_ENV:-} "$CANOPYD" --root "$T/root" --config "$T/config.yaml" --foreground > "$T/canopyd.out" 2>&1 &
   CANOPYD_PID=$!
   local until=$(( $(now_ms) + 20000 ))
   until [ -S "$T/root/ipc.socket" ] && "$CLI" --root "$T/root" status > /dev/null 2>&1; do

@@ -2,9 +2,11 @@
 #include "canopy/cloud/link.hpp"
 
 #include <dirent.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <deque>
 #include <atomic>
 #include <fstream>
 #include <map>
@@ -65,9 +67,10 @@ std::int64_t unix_ms() {
       .count();
 }
 
-// True when the TCP connection from 127.0.0.1:peer_port to 127.0.0.1:local_port belongs to
-// this process: its socket inode (from /proc/self/net/tcp) is one of our open descriptors.
-bool peer_is_this_process(unsigned peer_port, unsigned local_port) {
+// The descriptor, in this process, of the TCP connection from 127.0.0.1:peer_port to
+// 127.0.0.1:local_port (its socket inode from /proc/self/net/tcp is one of our open
+// descriptors), or -1 when that connection belongs to another process.
+int peer_fd_in_this_process(unsigned peer_port, unsigned local_port) {
   std::ifstream in("/proc/self/net/tcp");
   std::string line;
   std::getline(in, line);  // header
@@ -83,23 +86,32 @@ bool peer_is_this_process(unsigned peer_port, unsigned local_port) {
       break;
     }
   }
-  if (inode.empty() || inode == "0") return false;
+  if (inode.empty() || inode == "0") return -1;
   const std::string target = "socket:[" + inode + "]";
   DIR* d = ::opendir("/proc/self/fd");
-  if (d == nullptr) return false;
-  bool found = false;
+  if (d == nullptr) return -1;
+  int found = -1;
   while (dirent* e = ::readdir(d)) {
     char buf[64];
     const std::string p = std::string("/proc/self/fd/") + e->d_name;
     const ssize_t n = ::readlink(p.c_str(), buf, sizeof buf - 1);
     if (n <= 0) continue;
     if (std::string_view(buf, static_cast<std::size_t>(n)) == target) {
-      found = true;
+      found = std::atoi(e->d_name);
       break;
     }
   }
   ::closedir(d);
   return found;
+}
+
+// Paho C 1.3 waits up to a second whenever a write to its socket is partial (its send thread
+// sleeps until a timeout; fixed upstream only in 1.4). Large loopback buffers on both ends of
+// the pipe make partial writes rare.
+void enlarge_buffers(int fd) {
+  const int size = 4 * 1024 * 1024;
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
 }
 
 bool is_ip_literal(const std::string& host) {
@@ -265,11 +277,16 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
   std::uint64_t gen = 0;
 
   // Uplink.
-  std::int64_t cursor = 0;            // last spool id handed to Paho on this connection
+  // Rows are fetched ahead into `ready` (so a PUBACK never waits for the database to send the
+  // next one), then handed to Paho while fewer than max_inflight are unacknowledged.
+  std::int64_t cursor = 0;            // last spool id fetched on this connection
+  std::deque<spool::StoredMessage> ready;
   std::set<std::int64_t> inflight;    // ids awaiting their PUBACK
   std::vector<std::int64_t> to_ack;   // delivered, not yet passed to spool.ack
+  std::size_t window = 1;             // in-flight limit of this connection
   bool fetching = false;
-  bool wake_pending = false;
+  bool drained = false;               // the last fetch came back short: wait for wake()
+  bool wake_pending = false;          // wake() arrived during a fetch
   double tokens = 0;
   Clock::time_point tokens_at = Clock::now();
   bool rate_armed = false;
@@ -288,6 +305,7 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
   std::uint64_t connect_failures = 0;
   std::uint64_t disconnects = 0;
   std::size_t inflight_count = 0;
+  std::size_t inflight_limit = 0;
   std::int64_t next_attempt_ms = 0;
 
   void set_state(LinkState s, const std::string& error = {}) {
@@ -442,7 +460,19 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     });
     c->connect_listener = std::make_unique<Listener>([on_strand, g](bool ok, const mqtt::token& tok) {
       std::string why = ok ? std::string() : reason_text(tok);
-      on_strand([g, ok, why](Impl& s) { s.connect_result(g, ok, why); });
+      // MQTT 5: the broker's Receive Maximum caps unacknowledged publishes (Mosquitto: 20,
+      // AWS IoT Core: 100). Paho obeys it and stalls for a second whenever more are queued.
+      std::size_t receive_maximum = 0;
+      if (ok) {
+        try {
+          const auto rsp = tok.get_connect_response();  // by value: keep it while reading its properties
+          const auto& props = rsp.get_properties();
+          if (props.contains(mqtt::property::RECEIVE_MAXIMUM))
+            receive_maximum = mqtt::get<std::uint16_t>(props, mqtt::property::RECEIVE_MAXIMUM);
+        } catch (const std::exception&) {
+        }
+      }
+      on_strand([g, ok, why, receive_maximum](Impl& s) { s.connect_result(g, ok, why, receive_maximum); });
     });
     c->publish_listener = std::make_unique<Listener>([on_strand, g](bool ok, const mqtt::token& tok) {
       const auto id = static_cast<std::int64_t>(reinterpret_cast<std::intptr_t>(tok.get_user_context()));
@@ -491,7 +521,10 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       }
       error_code pe;
       const auto peer = sock.remote_endpoint(pe);
-      if (!pe && peer_is_this_process(peer.port(), shim_port)) {
+      const int paho_fd = pe ? -1 : peer_fd_in_this_process(peer.port(), shim_port);
+      if (paho_fd >= 0) {
+        enlarge_buffers(paho_fd);
+        enlarge_buffers(sock.native_handle());
         c->plain = std::move(sock);
         break;
       }
@@ -592,9 +625,23 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     close_connection(conn);
   }
 
-  void connect_result(std::uint64_t g, bool ok, const std::string& why) {
+  void connect_result(std::uint64_t g, bool ok, const std::string& why, std::size_t receive_maximum) {
     if (!conn || conn->gen != g) return;
     if (ok) {
+      // One below the broker's limit: Paho calls the delivery callback before it frees the
+      // slot, so a publish made from that callback could find Paho's window still full, and
+      // Paho C 1.3 then sleeps a second before it looks again.
+      window = std::max<std::size_t>(options.max_inflight, 1);
+      if (receive_maximum > 0 && receive_maximum - 1 < window) {
+        window = std::max<std::size_t>(receive_maximum - 1, 1);
+        log->info("the cloud accepts at most {} unacknowledged publishes (Receive Maximum); {} are kept in flight on "
+                  "this connection (mqtt.maxInflight is {})",
+                  receive_maximum, window, options.max_inflight);
+      }
+      {
+        std::lock_guard lock(status_mutex);
+        inflight_limit = window;
+      }
       conn->connected_ok = true;
       conn->connack.fire();
       return;
@@ -616,6 +663,7 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     // Paho's client is destroyed off its own callback thread, here on the strand.
     c->paho.reset();
     inflight.clear();
+    ready.clear();
     {
       std::lock_guard lock(status_mutex);
       inflight_count = 0;
@@ -633,8 +681,10 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
 
   void on_connected(const std::shared_ptr<Connection>& c) {
     cursor = 0;
+    ready.clear();
     inflight.clear();
     fetching = false;
+    drained = false;
     tokens = options.max_publish_rate > 0 ? std::min(options.max_publish_rate, 10.0) : 0;
     tokens_at = Clock::now();
     // The cloud subscriptions, once per filter with the highest QoS asked for.
@@ -654,17 +704,38 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
 
   bool connected() const { return conn && conn->connected_ok && !conn->down.fired() && conn->paho; }
 
+  static constexpr std::size_t kPrefetch = 1000;
+
   void pump() {
-    if (!connected() || fetching || stopping) return;
-    const std::size_t window = std::max<std::size_t>(options.max_inflight, 1);
-    if (inflight.size() >= window) return;
-    std::size_t want = window - inflight.size();
+    if (!connected() || stopping) return;
+    send_ready();
+    if (!fetching && ready.size() < kPrefetch / 2 && (!drained || wake_pending)) {
+      fetching = true;
+      wake_pending = false;
+      drained = false;
+      const std::uint64_t g = conn->gen;
+      const std::size_t want = kPrefetch - ready.size();
+      std::weak_ptr<Impl> weak = shared_from_this();
+      spool.fetch(cursor, want, [weak, g, want](result<std::vector<spool::StoredMessage>> rows) {
+        if (auto s = weak.lock())
+          net::post(s->strand, [s, g, want, rows = std::move(rows)]() mutable { s->fetched(g, want, std::move(rows)); });
+      });
+    }
+  }
+
+  // Hands rows from `ready` to Paho within the in-flight window and the publish rate.
+  void send_ready() {
+    if (ready.empty() || inflight.size() >= window) return;
     if (options.max_publish_rate > 0) {
       const auto now = Clock::now();
       tokens = std::min(options.max_publish_rate,
                         tokens + std::chrono::duration<double>(now - tokens_at).count() * options.max_publish_rate);
       tokens_at = now;
-      if (tokens < 1) {
+    }
+    std::vector<std::int64_t> sent;
+    const auto now_ms = unix_ms();
+    while (!ready.empty() && inflight.size() < window) {
+      if (options.max_publish_rate > 0 && tokens < 1) {
         if (!rate_armed) {
           rate_armed = true;
           rate_timer.expires_after(std::chrono::duration_cast<Clock::duration>(
@@ -674,34 +745,9 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
             self->pump();
           });
         }
-        return;
+        break;
       }
-      want = std::min<std::size_t>(want, static_cast<std::size_t>(tokens));
-    }
-    fetching = true;
-    wake_pending = false;
-    const std::uint64_t g = conn->gen;
-    std::weak_ptr<Impl> weak = shared_from_this();
-    spool.fetch(cursor, std::min<std::size_t>(want, 500), [weak, g](result<std::vector<spool::StoredMessage>> rows) {
-      if (auto s = weak.lock())
-        net::post(s->strand, [s, g, rows = std::move(rows)]() mutable { s->fetched(g, std::move(rows)); });
-    });
-  }
-
-  void fetched(std::uint64_t g, result<std::vector<spool::StoredMessage>> rows) {
-    if (!conn || conn->gen != g) return;
-    fetching = false;
-    if (!rows) {
-      log->error("cannot read the spool: {}; retrying in 1 s", rows.error().message);
-      rate_timer.expires_after(std::chrono::seconds(1));
-      rate_timer.async_wait([self = shared_from_this()](error_code) { self->pump(); });
-      return;
-    }
-    if (!connected()) return;
-    std::vector<std::int64_t> sent;
-    sent.reserve(rows->size());
-    const auto now_ms = unix_ms();
-    for (auto& row : *rows) {
+      auto& row = ready.front();
       auto& m = row.message;
       auto msg = mqtt::make_message(m.topic, m.payload, m.qos, m.retain);
       if (options.mqtt_version == 5) {
@@ -717,18 +763,34 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
         log->warn("topic={} id={} not sent now: {}; it stays in the spool", m.topic, row.id, e.what());
         break;
       }
-      cursor = row.id;
       inflight.insert(row.id);
       sent.push_back(row.id);
+      ready.pop_front();
       if (options.max_publish_rate > 0) tokens -= 1;
     }
     {
       std::lock_guard lock(status_mutex);
       inflight_count = inflight.size();
     }
-    const bool full_batch = !rows->empty() && sent.size() == rows->size();
     if (!sent.empty()) spool.mark_sent(std::move(sent));
-    if (full_batch || wake_pending) pump();
+  }
+
+  void fetched(std::uint64_t g, std::size_t asked, result<std::vector<spool::StoredMessage>> rows) {
+    if (!conn || conn->gen != g) return;
+    fetching = false;
+    if (!rows) {
+      log->error("cannot read the spool: {}; retrying in 1 s", rows.error().message);
+      rate_timer.expires_after(std::chrono::seconds(1));
+      rate_timer.async_wait([self = shared_from_this()](error_code) { self->pump(); });
+      return;
+    }
+    if (!connected()) return;
+    if (rows->size() < asked) drained = true;
+    for (auto& row : *rows) {
+      cursor = row.id;
+      ready.push_back(std::move(row));
+    }
+    pump();
   }
 
   void publish_result(std::uint64_t g, std::int64_t id, bool ok, const std::string& why) {
@@ -922,6 +984,7 @@ nlohmann::json Link::status() const {
       {"connects", i.connects},
       {"disconnects", i.disconnects},
       {"inflight", i.inflight_count},
+      {"inflightLimit", i.inflight_limit},
   };
   if (!i.last_error.empty()) j["lastError"] = i.last_error;
   if (i.state_value == LinkState::waiting) j["nextAttemptUnixMs"] = i.next_attempt_ms;
