@@ -277,16 +277,34 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
   std::uint64_t gen = 0;
 
   // Uplink.
-  // Rows are fetched ahead into `ready` (so a PUBACK never waits for the database to send the
-  // next one), then handed to Paho while fewer than max_inflight are unacknowledged.
-  std::int64_t cursor = 0;            // last spool id fetched on this connection
-  std::deque<spool::StoredMessage> ready;
-  std::set<std::int64_t> inflight;    // ids awaiting their PUBACK
-  std::vector<std::int64_t> to_ack;   // delivered, not yet passed to spool.ack
-  std::size_t window = 1;             // in-flight limit of this connection
-  bool fetching = false;
-  bool drained = false;               // the last fetch came back short: wait for wake()
-  bool wake_pending = false;          // wake() arrived during a fetch
+  // Uplink. Rows are fetched ahead (so a PUBACK never waits for the database before the next
+  // send) into two lanes and handed to Paho while fewer than `window` are unacknowledged:
+  // - the backlog lane walks the whole spool in id order (with live_share 0, the only lane);
+  // - the live lane, when the spool held a backlog at connect, walks only rows newer than that
+  //   backlog, and sends a row only if its topic has nothing older left to send (per-topic FIFO
+  //   holds). A topic whose live row had to wait is left to the backlog lane ("deferred") for
+  //   the rest of the connection. The lanes share the window by live_share_percent and merge
+  //   once the backlog lane reaches the live lane.
+  struct Lane {
+    std::int64_t cursor = 0;  // last spool id fetched
+    std::deque<spool::StoredMessage> ready;
+    bool fetching = false;
+    bool drained = false;  // the last fetch came back short: wait for wake()
+    bool woken = false;    // wake() arrived during a fetch
+    std::uint64_t sends = 0;
+    void reset() { *this = Lane{}; }
+  };
+  Lane backlog, live;
+  bool live_active = false;
+  std::int64_t backlog_end = 0;        // newest id of the backlog at connect
+  bool backlog_blocked = false;        // the backlog lane waits for the live lane to look further
+  std::int64_t backlog_sent_upto = 0;  // newest id the backlog lane handed to Paho
+  std::map<std::string, std::int64_t> backlog_last;  // topic -> newest id of the backlog at connect
+  std::set<std::string> deferred;      // topics the live lane leaves to the backlog lane
+  std::set<std::int64_t> sent_live;    // ids the live lane sent, for the backlog lane to skip
+  std::set<std::int64_t> inflight;     // ids awaiting their PUBACK
+  std::vector<std::int64_t> to_ack;    // delivered, not yet passed to spool.ack
+  std::size_t window = 1;              // in-flight limit of this connection
   double tokens = 0;
   Clock::time_point tokens_at = Clock::now();
   bool rate_armed = false;
@@ -306,6 +324,8 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
   std::uint64_t disconnects = 0;
   std::size_t inflight_count = 0;
   std::size_t inflight_limit = 0;
+  std::uint64_t backlog_sends = 0;
+  std::uint64_t live_sends = 0;
   std::int64_t next_attempt_ms = 0;
 
   void set_state(LinkState s, const std::string& error = {}) {
@@ -662,14 +682,12 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     }
     // Paho's client is destroyed off its own callback thread, here on the strand.
     c->paho.reset();
-    inflight.clear();
-    ready.clear();
+    reset_uplink();
     {
       std::lock_guard lock(status_mutex);
       inflight_count = 0;
       connected_since_ms = 0;
     }
-    fetching = false;
     if (!to_ack.empty()) spool.ack(std::exchange(to_ack, {}));
     {
       std::lock_guard lock(status_mutex);
@@ -679,12 +697,32 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
 
   // ------------------------------------------------------------------------------ uplink
 
-  void on_connected(const std::shared_ptr<Connection>& c) {
-    cursor = 0;
-    ready.clear();
+  void reset_uplink() {
+    backlog.reset();
+    live.reset();
+    live_active = false;
+    backlog_end = 0;
+    backlog_blocked = false;
+    backlog_sent_upto = 0;
+    backlog_last.clear();
+    deferred.clear();
+    sent_live.clear();
     inflight.clear();
-    fetching = false;
-    drained = false;
+  }
+
+  void on_connected(const std::shared_ptr<Connection>& c) {
+    reset_uplink();
+    if (options.live_share_percent > 0) {
+      // What is stored now is the backlog; anything newer may take the live lane. The backlog
+      // lane waits for the answer, so that it does not run past the backlog's end meanwhile.
+      backlog_blocked = true;
+      const std::uint64_t g = c->gen;
+      std::weak_ptr<Impl> weak = shared_from_this();
+      spool.snapshot([weak, g](result<spool::BacklogSnapshot> snap) {
+        if (auto s = weak.lock())
+          net::post(s->strand, [s, g, snap = std::move(snap)]() mutable { s->backlog_known(g, std::move(snap)); });
+      });
+    }
     tokens = options.max_publish_rate > 0 ? std::min(options.max_publish_rate, 10.0) : 0;
     tokens_at = Clock::now();
     // The cloud subscriptions, once per filter with the highest QoS asked for.
@@ -706,26 +744,66 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
 
   static constexpr std::size_t kPrefetch = 1000;
 
+  void backlog_known(std::uint64_t g, result<spool::BacklogSnapshot> snap) {
+    if (!conn || conn->gen != g || !connected()) return;
+    backlog_blocked = false;
+    if (!snap || snap->last_id == 0) {
+      if (!snap) log->warn("cannot read the spool's backlog ({}); draining strictly in order", snap.error().message);
+      return pump();
+    }
+    backlog_last = std::move(snap->last_id_by_topic);
+    backlog_end = snap->last_id;
+    live.cursor = snap->last_id;
+    live_active = true;
+    log->info("draining a backlog of {} topic(s) up to id {}; newer messages on other topics are interleaved "
+              "({}% of the window)",
+              backlog_last.size(), snap->last_id, options.live_share_percent);
+    pump();
+  }
+
+  // Once the backlog lane has sent everything up to the live lane's position, and the live lane
+  // holds nothing unsent, there is no backlog left: one lane again, in id order.
+  void maybe_merge() {
+    if (!live_active || backlog.cursor < live.cursor || !backlog.ready.empty() || !live.ready.empty() ||
+        live.fetching || backlog.fetching)
+      return;
+    live_active = false;
+    backlog_blocked = false;
+    log->info("the backlog is drained ({} sent in order, {} interleaved); sending in order again", backlog.sends,
+              live.sends);
+  }
+
   void pump() {
     if (!connected() || stopping) return;
     send_ready();
-    if (!fetching && ready.size() < kPrefetch / 2 && (!drained || wake_pending)) {
-      fetching = true;
-      wake_pending = false;
-      drained = false;
-      const std::uint64_t g = conn->gen;
-      const std::size_t want = kPrefetch - ready.size();
-      std::weak_ptr<Impl> weak = shared_from_this();
-      spool.fetch(cursor, want, [weak, g, want](result<std::vector<spool::StoredMessage>> rows) {
-        if (auto s = weak.lock())
-          net::post(s->strand, [s, g, want, rows = std::move(rows)]() mutable { s->fetched(g, want, std::move(rows)); });
-      });
-    }
+    maybe_merge();
+    if (!backlog_blocked) maybe_fetch(backlog, false);
+    if (live_active) maybe_fetch(live, true);
   }
 
-  // Hands rows from `ready` to Paho within the in-flight window and the publish rate.
+  void maybe_fetch(Lane& lane, bool is_live) {
+    if (lane.fetching || lane.drained || lane.ready.size() >= kPrefetch / 2) return;
+    lane.fetching = true;
+    const std::uint64_t g = conn->gen;
+    const std::size_t want = kPrefetch - lane.ready.size();
+    std::weak_ptr<Impl> weak = shared_from_this();
+    spool.fetch(lane.cursor, want, [weak, g, want, is_live](result<std::vector<spool::StoredMessage>> rows) {
+      if (auto s = weak.lock())
+        net::post(s->strand, [s, g, want, is_live, rows = std::move(rows)]() mutable {
+          s->fetched(g, is_live, want, std::move(rows));
+        });
+    });
+  }
+
+  bool live_eligible(const std::string& topic) const {
+    if (deferred.count(topic)) return false;
+    const auto it = backlog_last.find(topic);
+    return it == backlog_last.end() || it->second <= backlog_sent_upto;
+  }
+
+  // Hands rows from the lanes to Paho within the in-flight window and the publish rate.
   void send_ready() {
-    if (ready.empty() || inflight.size() >= window) return;
+    if (inflight.size() >= window) return;
     if (options.max_publish_rate > 0) {
       const auto now = Clock::now();
       tokens = std::min(options.max_publish_rate,
@@ -734,7 +812,17 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     }
     std::vector<std::int64_t> sent;
     const auto now_ms = unix_ms();
-    while (!ready.empty() && inflight.size() < window) {
+    while (inflight.size() < window) {
+      const bool b = !backlog.ready.empty();
+      const bool l = live_active && !live.ready.empty();
+      Lane* lane = nullptr;
+      if (b && l)
+        lane = live.sends * 100 <= options.live_share_percent * (live.sends + backlog.sends) ? &live : &backlog;
+      else if (b)
+        lane = &backlog;
+      else if (l)
+        lane = &live;
+      if (lane == nullptr) break;
       if (options.max_publish_rate > 0 && tokens < 1) {
         if (!rate_armed) {
           rate_armed = true;
@@ -747,7 +835,7 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
         }
         break;
       }
-      auto& row = ready.front();
+      auto& row = lane->ready.front();
       auto& m = row.message;
       auto msg = mqtt::make_message(m.topic, m.payload, m.qos, m.retain);
       if (options.mqtt_version == 5) {
@@ -765,19 +853,25 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       }
       inflight.insert(row.id);
       sent.push_back(row.id);
-      ready.pop_front();
+      ++lane->sends;
+      if (lane == &backlog) backlog_sent_upto = row.id;
+      else sent_live.insert(row.id);
+      lane->ready.pop_front();
       if (options.max_publish_rate > 0) tokens -= 1;
     }
     {
       std::lock_guard lock(status_mutex);
       inflight_count = inflight.size();
+      backlog_sends = backlog.sends;
+      live_sends = live.sends;
     }
     if (!sent.empty()) spool.mark_sent(std::move(sent));
   }
 
-  void fetched(std::uint64_t g, std::size_t asked, result<std::vector<spool::StoredMessage>> rows) {
+  void fetched(std::uint64_t g, bool is_live, std::size_t asked, result<std::vector<spool::StoredMessage>> rows) {
     if (!conn || conn->gen != g) return;
-    fetching = false;
+    Lane& lane = is_live ? live : backlog;
+    lane.fetching = false;
     if (!rows) {
       log->error("cannot read the spool: {}; retrying in 1 s", rows.error().message);
       rate_timer.expires_after(std::chrono::seconds(1));
@@ -785,16 +879,38 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       return;
     }
     if (!connected()) return;
-    if (rows->size() < asked) drained = true;
+    if (rows->size() < asked) lane.drained = !lane.woken;
+    lane.woken = false;
+    if (is_live && !rows->empty()) backlog_blocked = false;  // the live lane looked further
     for (auto& row : *rows) {
-      cursor = row.id;
-      ready.push_back(std::move(row));
+      if (is_live) {
+        lane.cursor = row.id;
+        if (!live_active) continue;
+        if (live_eligible(row.message.topic)) live.ready.push_back(std::move(row));
+        else deferred.insert(row.message.topic);
+        continue;
+      }
+      if (!live_active || row.id <= backlog_end) {
+        lane.cursor = row.id;
+        backlog.ready.push_back(std::move(row));
+        continue;
+      }
+      // Past the backlog: the live lane has the say. Rows it has not looked at yet wait; of those
+      // it has, the backlog lane takes only the deferred topics' rows (in order).
+      if (row.id > live.cursor) {
+        lane.drained = false;
+        backlog_blocked = true;
+        break;
+      }
+      lane.cursor = row.id;
+      if (deferred.count(row.message.topic)) backlog.ready.push_back(std::move(row));
     }
     pump();
   }
 
   void publish_result(std::uint64_t g, std::int64_t id, bool ok, const std::string& why) {
     if (!conn || conn->gen != g) return;  // an old connection: the row is sent again anyway
+    if (id == 0) return;                  // publish_direct: nothing to delete
     if (inflight.erase(id) == 0) return;
     if (ok) {
       to_ack.push_back(id);
@@ -919,10 +1035,32 @@ void Link::stop(std::chrono::milliseconds deadline, std::function<void()> done) 
   });
 }
 
+void Link::publish_direct(spool::Message message, std::function<void(bool)> done) {
+  auto impl = impl_;
+  net::post(impl->strand, [impl, message = std::move(message), done = std::move(done)]() mutable {
+    if (!impl->connected()) return done(false);
+    try {
+      auto msg = mqtt::make_message(message.topic, message.payload, 0, message.retain);
+      if (impl->options.mqtt_version == 5) {
+        auto props = to_mqtt_properties(message.properties_json, message.expiry_seconds);
+        if (!props.empty()) msg->set_properties(std::move(props));
+      }
+      // User context 0: no spool row behind it (publish_result ignores it).
+      impl->conn->paho->publish(msg, nullptr, *impl->conn->publish_listener);
+    } catch (const std::exception&) {
+      return done(false);
+    }
+    done(true);
+  });
+}
+
 void Link::wake() {
   auto impl = impl_;
   net::post(impl->strand, [impl] {
-    impl->wake_pending = true;
+    for (auto* lane : {&impl->backlog, &impl->live}) {
+      if (lane->fetching) lane->woken = true;
+      else lane->drained = false;
+    }
     impl->pump();
   });
 }
@@ -985,6 +1123,8 @@ nlohmann::json Link::status() const {
       {"disconnects", i.disconnects},
       {"inflight", i.inflight_count},
       {"inflightLimit", i.inflight_limit},
+      {"sentInOrder", i.backlog_sends},
+      {"sentInterleaved", i.live_sends},
   };
   if (!i.last_error.empty()) j["lastError"] = i.last_error;
   if (i.state_value == LinkState::waiting) j["nextAttemptUnixMs"] = i.next_attempt_ms;

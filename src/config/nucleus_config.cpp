@@ -224,6 +224,7 @@ result<Loaded> parse(std::string_view text, std::string_view file_name) {
                            {"groupCommitMessages", r.integer(c.spooler.group_commit_messages, 1, 100000)},
                            {"groupCommitIntervalMs", r.integer(c.spooler.group_commit_interval_ms, 0, 10000, "milliseconds")},
                            {"qos0BypassSpool", r.boolean(c.spooler.qos0_bypass)},
+                           {"liveSharePercent", r.integer(c.spooler.live_share_percent, 0, 100, "percent")},
                        });
                }},
               {"ipc",

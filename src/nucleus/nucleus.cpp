@@ -221,6 +221,7 @@ class Daemon {
     lo.stable = std::chrono::seconds(config_.mqtt.reconnect_stable_seconds);
     lo.max_inflight = config_.mqtt.max_inflight;
     lo.max_publish_rate = config_.mqtt.max_publish_rate;
+    lo.live_share_percent = config_.spooler.live_share_percent;
     if (!lo.endpoint.empty()) {
       trust::TlsIdentityOptions io;
       io.certificate_path = config_.certificate_file_path;
@@ -242,8 +243,7 @@ class Daemon {
     }
     link_ = std::make_unique<cloud::Link>(io_.get_executor(), lo, *spool_);
     const bool bypass0 = config_.spooler.qos0_bypass;
-    ctx_->iot_core.publish = [this, bypass0](spool::Message m, std::function<void(result<void>)> done) {
-      (void)bypass0;  // QoS 0 is spooled like QoS 1 (a bypass would need a separate send path)
+    auto spool_it = [this](spool::Message m, std::function<void(result<void>)> done) {
       spool_->enqueue(std::move(m), [this, done = std::move(done)](result<std::int64_t> id) {
         if (!id) {
           done(id.error());
@@ -251,6 +251,16 @@ class Daemon {
         }
         link_->wake();
         done(ok());
+      });
+    };
+    ctx_->iot_core.publish = [this, bypass0, spool_it](spool::Message m, std::function<void(result<void>)> done) {
+      if (!bypass0 || m.qos != 0) return spool_it(std::move(m), std::move(done));
+      // spooler.qos0BypassSpool: QoS 0 goes straight out while connected, and into the spool
+      // (never lost) while not.
+      auto copy = m;
+      link_->publish_direct(std::move(copy), [spool_it, m = std::move(m), done = std::move(done)](bool sent) mutable {
+        if (sent) done(ok());
+        else spool_it(std::move(m), std::move(done));
       });
     };
     ctx_->iot_core.subscribe = [this](const std::string& filter, int qos,

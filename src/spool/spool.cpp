@@ -197,6 +197,9 @@ struct Spool::Impl {
     std::size_t limit = 0;
     FetchDone done;
   };
+  struct SnapshotRequest {
+    SnapshotDone done;
+  };
   struct PageCountRequest {
     std::uint32_t pages = 0;
     std::function<void()> done;
@@ -207,11 +210,12 @@ struct Spool::Impl {
     std::vector<std::int64_t> acks;
     std::vector<std::int64_t> marks;
     std::vector<FetchRequest> fetches;
+    std::vector<SnapshotRequest> snapshots;
     std::vector<std::function<void(result<void>)>> flushes;
     std::vector<PageCountRequest> page_counts;
     bool empty() const {
-      return enqueues.empty() && acks.empty() && marks.empty() && fetches.empty() && flushes.empty() &&
-             page_counts.empty();
+      return enqueues.empty() && acks.empty() && marks.empty() && fetches.empty() && snapshots.empty() &&
+             flushes.empty() && page_counts.empty();
     }
   };
 
@@ -237,6 +241,7 @@ struct Spool::Impl {
   std::deque<EnqueueRequest> enqueues;
   std::vector<std::int64_t> acks, marks;
   std::vector<FetchRequest> fetches;
+  std::vector<SnapshotRequest> snapshots;
   std::vector<std::function<void(result<void>)>> flushes;
   std::vector<PageCountRequest> page_counts;
   bool stopping = false;
@@ -695,6 +700,24 @@ struct Spool::Impl {
     return out;
   }
 
+  result<BacklogSnapshot> snapshot() {
+    BacklogSnapshot out;
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, "SELECT topic, MAX(id) FROM msgs GROUP BY topic", -1, &st, nullptr) != SQLITE_OK)
+      return make_error(errc::io, fmt::format("cannot read the spool database {}: {}", path_str, sqlite3_errmsg(db)));
+    int rc = SQLITE_OK;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      const auto* t = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+      const std::int64_t id = sqlite3_column_int64(st, 1);
+      out.last_id_by_topic[t ? t : ""] = id;
+      out.last_id = std::max(out.last_id, id);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+      return make_error(errc::io, fmt::format("cannot read the spool database {}: {}", path_str, sqlite3_errstr(rc)));
+    return out;
+  }
+
   // ---------------------------------------------------------------- the worker
 
   template <class F, class... A>
@@ -757,6 +780,7 @@ struct Spool::Impl {
       else call(done, std::move(ids[i]));
     }
     for (auto& f : b.fetches) call(f.done, fetch(f.after_id, f.limit));
+    for (auto& f : b.snapshots) call(f.done, snapshot());
     for (auto& f : b.flushes) call(f, failure ? result<void>(*failure) : ok());
   }
 
@@ -768,7 +792,7 @@ struct Spool::Impl {
       {
         std::unique_lock lk(mu);
         for (;;) {
-          if (stopping || !acks.empty() || !marks.empty() || !fetches.empty() || !flushes.empty() ||
+          if (stopping || !acks.empty() || !marks.empty() || !fetches.empty() || !snapshots.empty() || !flushes.empty() ||
               !page_counts.empty())
             break;
           const auto now = SteadyClock::now();
@@ -794,6 +818,7 @@ struct Spool::Impl {
         b.acks.swap(acks);
         b.marks.swap(marks);
         b.fetches.swap(fetches);
+        b.snapshots.swap(snapshots);
         b.flushes.swap(flushes);
         b.page_counts.swap(page_counts);
         exit_now = stopping && b.empty() && enqueues.empty();
@@ -861,6 +886,12 @@ void Spool::enqueue(Message message, EnqueueDone done) {
   }
   // The worker needs waking only to start a group-commit wait or to end one early.
   if (pending == 1 || pending == i.opts.group_commit_messages) i.cv.notify_one();
+}
+
+void Spool::snapshot(SnapshotDone done) {
+  Impl& i = *impl_;
+  if (!i.submit([&] { i.snapshots.push_back({std::move(done)}); }))
+    i.call(done, result<BacklogSnapshot>(Impl::closing_error()));
 }
 
 void Spool::fetch(std::int64_t after_id, std::size_t limit, FetchDone done) {

@@ -233,6 +233,110 @@ TEST(CloudOutage, EveryMessageArrivesInOrderPerTopicAfterTheLinkComesBack) {
               s["spool"]["resent"].get<int>());
 }
 
+// --- live traffic is interleaved with a backlog, per-topic order kept ---------------------------
+
+TEST(CloudOutage, FreshMessagesOnOtherTopicsOvertakeABacklog) {
+  TempDir dir;
+  CloudBroker cloud(dir.path());
+  TcpProxy proxy(cloud.broker.port());
+  proxy.cut(true);
+  auto watcher = cloud.client("watcher");
+  ASSERT_TRUE(watcher->subscribe("tele/#", 1));
+  auto cfg = cloud.config_for(proxy.port());
+  cfg.mqtt_yaml = "        maxPublishRate: 100\n";  // AWS's quota: a backlog of 600 takes about 6 s
+  Canopyd d(dir.path(), with(cfg));
+  ASSERT_TRUE(d.wait_ready());
+  auto c = ipc_connect(d);
+  ASSERT_TRUE(c);
+  std::map<std::string, std::set<long>> sent;
+  for (int i = 0; i < 600; ++i) {
+    ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/backlog", "tele/backlog:" + std::to_string(i))));
+    sent["tele/backlog"].insert(i);
+  }
+  proxy.restore();
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }));
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/live", "tele/live:" + std::to_string(i))));
+    sent["tele/live"].insert(i);
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return s["spool"]["queued"] == 0; }, 60s));
+  const auto got = watcher->messages();
+  const auto a = audit(got, sent);
+  EXPECT_EQ(a.missing, 0u);
+  EXPECT_EQ(a.out_of_order, 0u);
+  std::size_t last_live = 0, last_backlog = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) (got[i].topic == "tele/live" ? last_live : last_backlog) = i;
+  EXPECT_LT(last_live, last_backlog) << "the live messages waited for the whole backlog";
+  EXPECT_GT(status(d)["cloud"]["sentInterleaved"].get<int>(), 0);
+}
+
+TEST(CloudLink, ResubscribesAfterAReconnectAndSurvivesASessionTakeover) {
+  TempDir dir;
+  CloudBroker cloud(dir.path());
+  TcpProxy proxy(cloud.broker.port());
+  Canopyd d(dir.path(), with(cloud.config_for(proxy.port())));
+  ASSERT_TRUE(d.wait_ready());
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }));
+  auto c = ipc_connect(d);
+  ASSERT_TRUE(c);
+  std::atomic<int> events{0};
+  auto sub = c->subscribe("aws.greengrass#SubscribeToIoTCore", {{"topicName", "down/#"}, {"qos", "1"}},
+                          [&](std::string_view) { ++events; });
+  ASSERT_TRUE(sub) << sub.error().message;
+  auto sender = cloud.client("sender");
+  const auto deliver = [&](int want) {
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    while (events.load() < want && std::chrono::steady_clock::now() < until) {
+      sender->publish("down/x", "hello", 1);
+      std::this_thread::sleep_for(200ms);
+    }
+    return events.load() >= want;
+  };
+  ASSERT_TRUE(deliver(1));
+
+  // The link drops and comes back: the cloud subscription is made again.
+  proxy.cut(true);
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return !cloud_state_is(s, "connected"); }));
+  proxy.restore();
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }));
+  const int before = events.load();
+  ASSERT_TRUE(deliver(before + 1));
+
+  // Another client takes the thing's client id: canopyd says so, backs off and comes back.
+  {
+    MqttClient thief({cloud.broker.port(), kThing, cloud.pki.ca(), cloud.pki.pair("client").crt,
+                      cloud.pki.pair("client").key, true});
+    std::string err;
+    ASSERT_TRUE(wait_status(d, [&](const nlohmann::json& s) {
+      err = s["cloud"].value("lastError", "");
+      return err.find("took the session over") != std::string::npos || err.find("closed the connection") != std::string::npos;
+    })) << status(d).dump(2);
+  }
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }, 30s));
+}
+
+TEST(CloudLink, SpeaksMqtt311AndSendsQos0StraightWhenConfigured) {
+  TempDir dir;
+  CloudBroker cloud(dir.path());
+  auto watcher = cloud.client("watcher");
+  ASSERT_TRUE(watcher->subscribe("tele/#", 1));
+  auto cfg = cloud.config_for(cloud.broker.port());
+  cfg.mqtt_yaml = "        version: \"3.1.1\"\n";
+  cfg.spooler_yaml = "        qos0BypassSpool: true\n";
+  Canopyd d(dir.path(), with(cfg));
+  ASSERT_TRUE(d.wait_ready());
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }));
+  EXPECT_EQ(status(d)["cloud"]["mqttVersion"], "3.1.1");
+  auto c = ipc_connect(d);
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/q1", "tele/q1:1", 1)));
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/q0", "tele/q0:1", 0)));
+  ASSERT_TRUE(watcher->wait_for(2, 20s));
+  const auto s = status(d)["spool"];
+  EXPECT_EQ(s["accepted"], 1) << "the QoS 0 message should not have gone through the spool";
+}
+
 // --- the spool's bound under each policy -------------------------------------------------------
 
 TEST(SpoolBound, RejectNewRefusesThePublishAndKeepsWhatIsStored) {

@@ -35,6 +35,7 @@ class TlsIdentity;
 }
 namespace canopy::spool {
 class Spool;
+struct Message;
 }
 
 namespace canopy::cloud {
@@ -54,6 +55,9 @@ struct LinkOptions {
   std::chrono::seconds stable{60};
   std::size_t max_inflight = 100;  ///< unacknowledged QoS 1 publishes (AWS IoT Core allows 100)
   double max_publish_rate = 100;   ///< publishes per second, 0 = unlimited (AWS: 100 per connection)
+  /// While a backlog drains after a reconnect, the share (percent) of sends given to newer
+  /// messages on topics that have no backlog left; 0 = strictly in id order.
+  std::uint32_t live_share_percent = 50;
 };
 
 /// One message from a cloud subscription.
@@ -93,6 +97,11 @@ class Link {
 
   /// New rows were committed to the spool: send them if connected.
   void wake();
+
+  /// QoS 0 without the spool: hands the message to the MQTT client now if connected and calls
+  /// `done(true)`; `done(false)` (on the link's strand) when not connected, so the caller can
+  /// spool it instead.
+  void publish_direct(spool::Message message, std::function<void(bool sent)> done);
 
   using MessageHandler = std::function<void(const IncomingMessage&)>;
   /// Called when the cloud refuses the subscription (a SUBACK failure), with a sentence.

@@ -57,6 +57,9 @@ struct SpoolerConfig {
   /// qos0BypassSpool: QoS 0 PublishToIoTCore goes straight to the cloud while connected (and is
   /// dropped, counted, while not). false: QoS 0 is spooled like QoS 1.
   bool qos0_bypass = false;
+  /// liveSharePercent: while a backlog drains, the share of sends for newer messages on topics
+  /// with no backlog left (per-topic order is always kept); 0 = strictly oldest first.
+  std::uint32_t live_share_percent = 50;
 };
 
 /// services.canopy.Nucleus.configuration.runWithDefault

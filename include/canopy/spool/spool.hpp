@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -97,6 +98,12 @@ struct Counters {
   std::uint64_t commits = 0;
 };
 
+/// What the spool holds at one moment, for the cloud link's backlog/live interleaving.
+struct BacklogSnapshot {
+  std::int64_t last_id = 0;  ///< the newest id (0: empty)
+  std::map<std::string, std::int64_t> last_id_by_topic;
+};
+
 class Spool {
  public:
   /// Opens (or creates) the database: journal_mode=WAL, the configured synchronous mode,
@@ -120,6 +127,10 @@ class Spool {
   /// Up to `limit` rows with id > after_id in ascending id order. Expired rows found on the
   /// way are deleted and counted, never returned.
   void fetch(std::int64_t after_id, std::size_t limit, FetchDone done);
+
+  using SnapshotDone = std::function<void(result<BacklogSnapshot>)>;
+  /// The newest id and each topic's newest id of the rows stored now (one scan of the table).
+  void snapshot(SnapshotDone done);
 
   /// Records that these rows were handed to the cloud client (attempts + 1), in the next
   /// group commit. `resent` counts rows whose attempts was already > 0 in this process's
