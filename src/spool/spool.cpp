@@ -36,6 +36,10 @@ using SteadyClock = std::chrono::steady_clock;
 
 /// Expired rows are also removed without a fetch meeting them, this often.
 constexpr std::chrono::seconds kSweepInterval{30};
+/// How long acks and sent-marks may wait for a commit they can share, and how many may wait.
+constexpr std::chrono::milliseconds kLazyDelay{50};
+constexpr std::size_t kLazyMax = 2000;
+
 /// SQLite 3.40's default (and maximum) max_page_count; what test_set_max_page_count(0) restores.
 constexpr std::uint32_t kDefaultMaxPageCount = 1073741823u;
 constexpr int kSchemaVersion = 1;
@@ -240,6 +244,7 @@ struct Spool::Impl {
   std::condition_variable cv;
   std::deque<EnqueueRequest> enqueues;
   std::vector<std::int64_t> acks, marks;
+  SteadyClock::time_point lazy_since;  ///< when the oldest pending ack or mark was queued
   std::vector<FetchRequest> fetches;
   std::vector<SnapshotRequest> snapshots;
   std::vector<std::function<void(result<void>)>> flushes;
@@ -792,13 +797,21 @@ struct Spool::Impl {
       {
         std::unique_lock lk(mu);
         for (;;) {
-          if (stopping || !acks.empty() || !marks.empty() || !fetches.empty() || !snapshots.empty() || !flushes.empty() ||
-              !page_counts.empty())
-            break;
+          if (stopping || !fetches.empty() || !snapshots.empty() || !flushes.empty() || !page_counts.empty()) break;
           const auto now = SteadyClock::now();
+          // Enqueues wait at most group_commit_interval; acks and sent-marks ride along with them
+          // or go on their own after kLazyDelay: losing them in a crash costs only duplicates, so
+          // they need not cost an fsync each.
+          auto deadline = SteadyClock::time_point::max();
           if (!enqueues.empty()) {
             if (enqueues.size() >= opts.group_commit_messages) break;
-            const auto deadline = enqueues.front().arrived + opts.group_commit_interval;
+            deadline = enqueues.front().arrived + opts.group_commit_interval;
+          }
+          if (!acks.empty() || !marks.empty()) {
+            if (acks.size() + marks.size() >= kLazyMax) break;
+            deadline = std::min(deadline, lazy_since + kLazyDelay);
+          }
+          if (deadline != SteadyClock::time_point::max()) {
             if (now >= deadline) break;
             cv.wait_until(lk, deadline);
             continue;
@@ -905,7 +918,10 @@ void Spool::mark_sent(std::vector<std::int64_t> ids) {
   Impl& i = *impl_;
   if (ids.empty()) return;
   const std::size_t n = ids.size();
-  if (!i.submit([&] { i.marks.insert(i.marks.end(), ids.begin(), ids.end()); }))
+  if (!i.submit([&] {
+        if (i.acks.empty() && i.marks.empty()) i.lazy_since = SteadyClock::now();
+        i.marks.insert(i.marks.end(), ids.begin(), ids.end());
+      }))
     i.log->warn("mark_sent of {} message(s) after the spool started closing was not recorded", n);
 }
 
@@ -913,7 +929,10 @@ void Spool::ack(std::vector<std::int64_t> ids) {
   Impl& i = *impl_;
   if (ids.empty()) return;
   const std::size_t n = ids.size();
-  if (!i.submit([&] { i.acks.insert(i.acks.end(), ids.begin(), ids.end()); }))
+  if (!i.submit([&] {
+        if (i.acks.empty() && i.marks.empty()) i.lazy_since = SteadyClock::now();
+        i.acks.insert(i.acks.end(), ids.begin(), ids.end());
+      }))
     i.log->warn("ack of {} message(s) after the spool started closing was not recorded; they will be sent again", n);
 }
 

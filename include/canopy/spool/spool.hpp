@@ -132,11 +132,12 @@ class Spool {
   /// The newest id and each topic's newest id of the rows stored now (one scan of the table).
   void snapshot(SnapshotDone done);
 
-  /// Records that these rows were handed to the cloud client (attempts + 1), in the next
-  /// group commit. `resent` counts rows whose attempts was already > 0 in this process's
+  /// Records that these rows were handed to the cloud client (attempts + 1), with the next
+  /// commit (at most about 50 ms later: a lost mark only undercounts duplicates_suspected). `resent` counts rows whose attempts was already > 0 in this process's
   /// life; `duplicates_suspected` those whose attempts came from before the last open.
   void mark_sent(std::vector<std::int64_t> ids);
-  /// Deletes delivered rows (the cloud's PUBACK), in the next group commit; counts delivered.
+  /// Deletes delivered rows (the cloud's PUBACK) with the next commit, at most about 50 ms
+  /// later (an ack lost in a crash only means the row is sent again); counts delivered.
   void ack(std::vector<std::int64_t> ids);
 
   /// Commits everything pending now and calls `done` afterwards.
