@@ -1,4 +1,5 @@
 // canopy status, canopy config get|set.
+#include <chrono>
 #include <iostream>
 
 #include <fmt/format.h>
@@ -14,6 +15,50 @@ std::string human_duration(std::int64_t s) {
   if (s < 3600) return fmt::format("{}m {}s", s / 60, s % 60);
   if (s < 86400) return fmt::format("{}h {}m", s / 3600, (s % 3600) / 60);
   return fmt::format("{}d {}h", s / 86400, (s % 86400) / 3600);
+}
+
+std::string ago(std::int64_t unix_ms) {
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  return human_duration(std::max<std::int64_t>(0, (now - unix_ms) / 1000));
+}
+
+// The cloud link and the spool, as an operator reads them: is the link up, since when, why not,
+// and how much is waiting.
+void print_cloud(const nlohmann::json& s) {
+  if (const auto it = s.find("cloud"); it != s.end() && it->is_object()) {
+    const auto& c = *it;
+    const std::string state = c.value("state", "?");
+    if (state == "disabled") {
+      std::cout << "cloud link      disabled: no iotDataEndpoint is configured; messages for the cloud wait in the "
+                   "spool\n";
+    } else {
+      std::string line = fmt::format("cloud link      {} to {} as {} (MQTT {}), for {}", state, c.value("endpoint", "?"),
+                                     c.value("clientId", "?"), c.value("mqttVersion", "?"),
+                                     ago(c.value("sinceUnixMs", std::int64_t{0})));
+      if (state == "connected")
+        line += fmt::format(", {} of {} publishes in flight", c.value("inflight", 0), c.value("inflightLimit", 0));
+      std::cout << line << "\n";
+      if (c.contains("lastError") && state != "connected")
+        std::cout << fmt::format("                last error: {}\n", c.value("lastError", ""));
+      if (c.contains("key")) std::cout << fmt::format("device key      {}\n", c.value("key", ""));
+    }
+  }
+  if (const auto it = s.find("spool"); it != s.end() && it->is_object()) {
+    const auto& p = *it;
+    std::cout << fmt::format("spool           {} messages ({} bytes) waiting of at most {} ({} bytes); durability {}, "
+                             "when full: {}\n",
+                             p.value("queued", 0), p.value("bytes", 0), p.value("maxMessages", 0),
+                             p.value("maxBytes", 0), p.value("durability", "?"), p.value("whenFull", "?"));
+    std::cout << fmt::format("spool counters  {} accepted, {} delivered, {} dropped when full, {} refused when full, {} "
+                             "expired, {} resent ({} after a restart)\n",
+                             p.value("accepted", 0), p.value("delivered", 0), p.value("dropped_full", 0),
+                             p.value("rejected_full", 0), p.value("expired", 0), p.value("resent", 0),
+                             p.value("duplicates_suspected", 0));
+    if (p.contains("quarantined"))
+      std::cout << fmt::format("                a damaged spool database was moved aside to {}\n",
+                               p.value("quarantined", ""));
+  }
 }
 
 int cmd_status(const Globals& g) {
@@ -43,6 +88,7 @@ int cmd_status(const Globals& g) {
       by_state += fmt::format("{}{} {}", by_state.empty() ? "" : ", ", e.value().get<int>(), e.key());
   std::cout << fmt::format("components      {}{}{}\n", comps.value("total", 0), by_state.empty() ? "" : " (" + by_state + ")",
                            comps.value("deploymentInProgress", false) ? ", a deployment is in progress" : "");
+  print_cloud(s);
   return kExitOk;
 }
 
@@ -100,7 +146,8 @@ struct ConfigArgs {
 }  // namespace
 
 void add_status_commands(CLI::App& app, Globals& g, Action& action) {
-  auto* status = app.add_subcommand("status", "Show canopyd's version, uptime and IPC and pub/sub counters");
+  auto* status = app.add_subcommand(
+      "status", "Show canopyd's version and uptime, IPC and pub/sub counters, components, the cloud link and the spool");
   status->add_flag("--json", g.json, "Print JSON instead of a table");
   status->callback([&] { action = [&g] { return cmd_status(g); }; });
 

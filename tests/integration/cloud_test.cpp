@@ -31,6 +31,9 @@ TEST(CloudLink, PublishesThroughTheSpoolAndReceivesCloudSubscriptions) {
   const auto st = status(d);
   EXPECT_EQ(st["cloud"]["clientId"], kThing);
   EXPECT_THAT(st["cloud"]["key"].get<std::string>(), HasSubstr("file "));
+  const auto human = run_command({canopy_cli_path().string(), "--root", d.root().string(), "status"});
+  EXPECT_THAT(human.output, HasSubstr("cloud link      connected to 127.0.0.1:"));
+  EXPECT_THAT(human.output, HasSubstr("spool           0 messages"));
 
   auto c = ipc_connect(d);
   ASSERT_TRUE(c);
@@ -68,6 +71,58 @@ TEST(CloudLink, PublishesThroughTheSpoolAndReceivesCloudSubscriptions) {
   EXPECT_GE(events.load(), 2);
   std::lock_guard lock(m);
   EXPECT_EQ(payload_seen, base64_encode(std::string_view("reboot-please")));
+}
+
+// The real AWS IoT Device SDK for JavaScript as the component: PublishToIoTCore and
+// SubscribeToIoTCore through greengrasscoreipc, and an unauthorized topic refused.
+TEST(CloudLink, WorksWithTheAwsIotDeviceSdk) {
+  const fs::path node = "/usr/bin/node";
+  const fs::path js = fs::path(CANOPY_SOURCE_DIR) / "tests" / "js";
+  if (!fs::exists(node)) GTEST_SKIP() << "node is not installed at " << node;
+  if (!fs::exists(js / "node_modules" / "aws-iot-device-sdk-v2" / "package.json"))
+    GTEST_SKIP() << "the JS SDK is missing (run scripts/setup.d/js-sdk.sh)";
+  TempDir dir;
+  CloudBroker cloud(dir.path());
+  auto watcher = cloud.client("watcher");
+  ASSERT_TRUE(watcher->subscribe("tele/#", 1));
+  Canopyd d(dir.path(), with(cloud.config_for(cloud.broker.port())));
+  ASSERT_TRUE(d.wait_ready());
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }));
+
+  const nlohmann::json script = {
+      {"totalTimeoutMs", 60000},
+      {"steps",
+       {{{"op", "connect"}},
+        {{"op", "subscribeToIoTCore"}, {"id", "down"}, {"topicName", "down/+/cmd"}, {"qos", "1"}},
+        {{"op", "publishToIoTCore"}, {"topicName", "tele/sdk"}, {"qos", "1"}, {"text", "tele/sdk:0"}},
+        {{"op", "publishToIoTCore"}, {"topicName", "tele/sdk"}, {"qos", "0"}, {"text", "tele/sdk:1"}},
+        {{"op", "publishToIoTCore"}, {"topicName", "secret/x"}, {"text", "no"}, {"expectError", "UnauthorizedError"}},
+        {{"op", "waitEvents"}, {"id", "down"}, {"count", 1}, {"timeoutMs", 30000}},
+        {{"op", "close"}}}}};
+  const fs::path script_file = dir.path() / "sdk.json";
+  {
+    std::ofstream f(script_file);
+    f << script.dump(2);
+  }
+  Process sdk({{node.string(), (js / "ipc_client.js").string(), script_file.string()},
+               {{"SVCUID", kPubToken}, {"AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", (d.root() / "ipc.socket").string()}},
+               dir.path() / "sdk.out",
+               true});
+  // The cloud sends a command until the component has it.
+  auto sender = cloud.client("sender");
+  std::optional<int> code;
+  const auto until = std::chrono::steady_clock::now() + 60s;
+  while (!(code = sdk.wait(200ms)) && std::chrono::steady_clock::now() < until) sender->publish("down/gw/cmd", "reboot", 1);
+  std::ifstream in(dir.path() / "sdk.out");
+  const std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(code.has_value()) << out;
+  EXPECT_EQ(*code, 0) << out;
+  EXPECT_THAT(out, HasSubstr(R"("event":"iotCoreMessage")"));
+  EXPECT_THAT(out, HasSubstr(R"("payload":"reboot")"));
+  ASSERT_TRUE(watcher->wait_for(2, 20s)) << out;
+  std::set<std::string> payloads;
+  for (const auto& m : watcher->messages()) payloads.insert(m.payload);
+  EXPECT_TRUE(payloads.count("tele/sdk:0") && payloads.count("tele/sdk:1"));
 }
 
 TEST(CloudLink, RefusesBadRequestsAndUnauthorizedTopics) {

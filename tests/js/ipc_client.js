@@ -16,6 +16,9 @@
 //   connect                          {timeoutMs}
 //   publishToTopic                   {topic, json | binaryBase64 | text}
 //   subscribeToTopic                 {id, topic, receiveMode?}       (prints its line once active)
+//   publishToIoTCore                 {topicName, qos ("0"|"1"), text, userProperties?}
+//   subscribeToIoTCore               {id, topicName, qos}             events: {"event": "iotCoreMessage",
+//                                                                      "id", "topic", "payload" (text)}
 //   subscribeToConfigurationUpdate   {id, componentName?, keyPath?}
 //   subscribeToValidateConfigurationUpdates {id, answer: ACCEPTED|REJECTED, message?}
 //   waitEvents (alias waitMessages)  {id, count, timeoutMs}          at least `count` events on `id`
@@ -196,6 +199,23 @@ const ops = {
     openStream(step.id, op);
     op.on('message', (m) => record(step.id, messageEvent(m)));
     return withTimeout(op.activate(), step.timeoutMs || 10000, 'subscribeToTopic');
+  },
+
+  async publishToIoTCore(step) {
+    const request = { topicName: step.topicName, qos: step.qos || '1', payload: Buffer.from(step.text || '') };
+    if (step.userProperties) request.userProperties = step.userProperties;
+    return withTimeout(client.publishToIoTCore(request), step.timeoutMs || 10000, 'publishToIoTCore');
+  },
+
+  async subscribeToIoTCore(step) {
+    const op = client.subscribeToIoTCore({ topicName: step.topicName, qos: step.qos || '1' });
+    openStream(step.id, op);
+    op.on('message', (m) => {
+      const msg = m.message || {};
+      record(step.id, { event: 'iotCoreMessage', topic: msg.topicName,
+                        payload: Buffer.from(msg.payload || '').toString('utf8') });
+    });
+    return withTimeout(op.activate(), step.timeoutMs || 10000, 'subscribeToIoTCore');
   },
 
   async subscribeToConfigurationUpdate(step) {
