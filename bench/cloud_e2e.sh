@@ -19,7 +19,7 @@ case "$T" in /tmp/canopy-cloud-bench-*) ;; *) echo "cloud_e2e.sh: mktemp failed"
 for b in "$CANOPYD" "$CLI" "$BENCH"; do
   [ -x "$b" ] || { echo "cloud_e2e.sh: $b is missing (build canopyd canopy_cli cloud_e2e_bench in $BUILD)" >&2; exit 2; }
 done
-cleanup() { cloud_cleanup; rm -rf "$T"; }
+cleanup() { cloud_cleanup; [ -n "${SHOW_BROKER_LOG:-}" ] && tail -n 20 "$T/broker/mosquitto.log"; rm -rf "$T"; }
 trap cleanup EXIT
 
 make_pki

@@ -136,6 +136,37 @@ services:
   EXPECT_EQ(defaults->config.ipc.slow_reader_policy, "drop-oldest");
 }
 
+TEST(NucleusConfig, CloudLinkAndSpoolerKeys) {
+  auto r = parse(
+      "services:\n  canopy.Nucleus:\n    configuration:\n      mqtt:\n        alpn: true\n"
+      "        reconnectBaseMs: 50\n        reconnectMaxMs: 5000\n        reconnectStableSeconds: 5\n"
+      "        maxInflight: 7\n        maxPublishRate: 0\n        tpmTcti: device:/dev/tpmrm0\n"
+      "      spooler:\n        groupCommitMessages: 64\n        groupCommitIntervalMs: 0\n"
+      "        qos0BypassSpool: true\n        liveSharePercent: 0\n",
+      "c.yaml");
+  ASSERT_TRUE(r) << r.error().message;
+  const auto& c = r->config;
+  EXPECT_TRUE(c.mqtt.alpn);
+  EXPECT_EQ(c.mqtt.reconnect_base_ms, 50u);
+  EXPECT_EQ(c.mqtt.reconnect_max_ms, 5000u);
+  EXPECT_EQ(c.mqtt.reconnect_stable_seconds, 5u);
+  EXPECT_EQ(c.mqtt.max_inflight, 7u);
+  EXPECT_EQ(c.mqtt.max_publish_rate, 0u);
+  EXPECT_EQ(c.mqtt.tpm_tcti, "device:/dev/tpmrm0");
+  EXPECT_EQ(c.spooler.group_commit_messages, 64u);
+  EXPECT_EQ(c.spooler.group_commit_interval_ms, 0u);
+  EXPECT_TRUE(c.spooler.qos0_bypass);
+  EXPECT_EQ(c.spooler.live_share_percent, 0u);
+
+  auto bad = parse("services:\n  canopy.Nucleus:\n    configuration:\n      mqtt:\n        alpn: maybe\n"
+                   "        maxInflight: 0\n      spooler:\n        liveSharePercent: 150\n",
+                   "c.yaml");
+  ASSERT_FALSE(bad);
+  EXPECT_THAT(bad.error().message, ::testing::HasSubstr("c.yaml:5: services.canopy.Nucleus.configuration.mqtt.alpn: expected true or false, got \"maybe\""));
+  EXPECT_THAT(bad.error().message, ::testing::HasSubstr("mqtt.maxInflight"));
+  EXPECT_THAT(bad.error().message, ::testing::HasSubstr("spooler.liveSharePercent"));
+}
+
 TEST(NucleusConfig, TheAnnotatedSampleParsesWithoutWarnings) {
   auto r = load_file(std::string(CANOPY_SOURCE_DIR) + "/config/config.yaml");
   ASSERT_TRUE(r) << r.error().message;
