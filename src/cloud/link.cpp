@@ -248,6 +248,7 @@ struct Connection {
   std::unique_ptr<Listener> connect_listener;
   std::unique_ptr<Listener> publish_listener;
   std::unique_ptr<Listener> subscribe_listener;
+  std::unique_ptr<Listener> disconnect_listener;
   Signal connack;  // fired with connected_ok set
   Signal down;     // fired when the connection is gone
   bool connected_ok = false;
@@ -1014,24 +1015,36 @@ void Link::stop(std::chrono::milliseconds deadline, std::function<void()> done) 
       return;
     }
     auto c = impl->conn;
-    // A clean DISCONNECT if we are connected; Paho sends it through the pipe.
-    if (impl->connected()) {
-      try {
-        c->paho->disconnect(static_cast<int>(std::min<std::int64_t>(deadline.count(), 2000)));
-      } catch (const std::exception&) {
-      }
-    }
     auto timer = std::make_shared<net::steady_timer>(impl->strand);
-    timer->expires_after(std::min(deadline, std::chrono::milliseconds(2000)));
-    timer->async_wait([impl, c, timer, done = std::move(done)](error_code) mutable {
+    auto finish = [impl, c, timer, done = std::move(done)]() mutable {
+      if (!done) return;
+      timer->cancel();
       impl->fail_attempt(c, "canopyd is stopping");
       impl->close_connection(c);
       impl->teardown();
       impl->set_state(LinkState::stopped);
       error_code ignored2;
       impl->acceptor.close(ignored2);
-      done();
-    });
+      std::exchange(done, nullptr)();
+    };
+    auto finish_once = std::make_shared<decltype(finish)>(std::move(finish));
+    // A clean DISCONNECT if we are connected (Paho sends it through the pipe); finish when it
+    // is out or at the deadline, whichever comes first.
+    if (impl->connected()) {
+      c->disconnect_listener = std::make_unique<Listener>([weak = std::weak_ptr<Impl>(impl), finish_once](bool, const mqtt::token&) {
+        if (auto s = weak.lock()) net::post(s->strand, [finish_once] { (*finish_once)(); });
+      });
+      try {
+        c->paho->disconnect(static_cast<int>(std::min<std::int64_t>(deadline.count(), 2000)), nullptr,
+                            *c->disconnect_listener);
+      } catch (const std::exception&) {
+        net::post(impl->strand, [finish_once] { (*finish_once)(); });
+      }
+    } else {
+      net::post(impl->strand, [finish_once] { (*finish_once)(); });
+    }
+    timer->expires_after(std::min(deadline, std::chrono::milliseconds(2000)));
+    timer->async_wait([finish_once](error_code) { (*finish_once)(); });
   });
 }
 

@@ -69,8 +69,18 @@ TEST(CloudLink, PublishesThroughTheSpoolAndReceivesCloudSubscriptions) {
     std::this_thread::sleep_for(200ms);
   }
   EXPECT_GE(events.load(), 2);
-  std::lock_guard lock(m);
-  EXPECT_EQ(payload_seen, base64_encode(std::string_view("reboot-please")));
+  {
+    std::lock_guard lock(m);
+    EXPECT_EQ(payload_seen, base64_encode(std::string_view("reboot-please")));
+  }
+  s1->reset();
+  s2->reset();
+  c.reset();
+  // A graceful stop says goodbye to the cloud (MQTT DISCONNECT) instead of dropping the line.
+  const auto code = d.stop();
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+  EXPECT_THAT(cloud.broker.log(), HasSubstr(std::string("Client ") + kThing + " disconnected."));
 }
 
 // The real AWS IoT Device SDK for JavaScript as the component: PublishToIoTCore and
