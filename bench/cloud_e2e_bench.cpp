@@ -234,14 +234,28 @@ void prepare(Run& run, const std::string& topic, std::int64_t count, bool latenc
   if (latency) run.latencies.reserve(static_cast<std::size_t>(count));
 }
 
+// With rate > 0, publish i waits until i / rate seconds after the first: latency is then the
+// path's, not time spent queued behind a burst.
+Clock::time_point start_paced(bool first) {
+  static Clock::time_point t0;
+  if (first) t0 = Clock::now();
+  return t0;
+}
+void pace(Clock::time_point t0, std::int64_t i, double rate) {
+  if (rate <= 0) return;
+  std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(
+                                         std::chrono::duration<double>(static_cast<double>(i) / rate)));
+}
+
 // (a) through canopyd: PublishToIoTCore over IPC, WINDOW calls outstanding.
-void run_canopy(canopy::ipc::Client& ipc, Subscriber& sub, std::int64_t n, std::int64_t window) {
+void run_canopy(canopy::ipc::Client& ipc, Subscriber& sub, std::int64_t n, std::int64_t window, double rate) {
   Run run;
   prepare(run, "tele/canopy", n, true);
   sub.run.store(&run, std::memory_order_release);
   Window w;
   const std::int64_t start = now_ns();
   for (std::int64_t i = 0; i < n; ++i) {
+    pace(start_paced(i == 0), i, rate);
     w.acquire(window);
     if (!ipc.call_async("aws.greengrass#PublishToIoTCore", publish_body(run.topic, i),
                         [&w](canopy::result<std::string> r) { w.release(static_cast<bool>(r), r ? "" : r.error().message); }))
@@ -262,7 +276,7 @@ struct Listener : mqtt::iaction_listener {
 };
 
 // (b) the peer: Paho C++ straight to the cloud broker over TLS, WINDOW publishes without PUBACK.
-int run_peer(int port, const std::string& pki, Subscriber& sub, std::int64_t n, std::int64_t window) {
+int run_peer(int port, const std::string& pki, Subscriber& sub, std::int64_t n, std::int64_t window, double rate) {
   mqtt::async_client cli("ssl://127.0.0.1:" + std::to_string(port), "cloud-bench-peer",
                          mqtt::create_options(MQTTVERSION_3_1_1), nullptr);
   auto ssl = mqtt::ssl_options_builder()
@@ -295,6 +309,7 @@ int run_peer(int port, const std::string& pki, Subscriber& sub, std::int64_t n, 
   Listener listener(w);
   const std::int64_t start = now_ns();
   for (std::int64_t i = 0; i < n; ++i) {
+    pace(start_paced(i == 0), i, rate);
     w.acquire(window);
     const auto p = make_payload(i, now_ns());
     try {
@@ -330,6 +345,8 @@ int mode_e2e(int argc, char** argv) {
   const int port = std::stoi(argv[4]);
   const std::int64_t n = argc > 6 ? std::stoll(argv[6]) : 20000;
   const std::int64_t window = argc > 7 ? std::stoll(argv[7]) : 64;
+  const double rate = argc > 8 ? std::stod(argv[8]) : 0;  // msgs/s, 0 = as fast as the window allows
+  if (rate > 0) std::printf("paced at %.0f msg/s\n", rate);
   Subscriber sub;
   if (!sub.start(port, pki, "tele/#", std::chrono::seconds(20))) {
     std::fprintf(stderr, "subscriber: cannot connect/subscribe on port %d\n", port);
@@ -337,8 +354,8 @@ int mode_e2e(int argc, char** argv) {
   }
   auto ipc = ipc_connect(socket, token);
   if (!ipc) return 1;
-  run_canopy(*ipc, sub, n, window);
-  const int rc = run_peer(port, pki, sub, n, window);
+  run_canopy(*ipc, sub, n, window, rate);
+  const int rc = run_peer(port, pki, sub, n, window, rate);
   if (sub.stray.load() > 0) std::printf("stray messages (another topic or phase): %lld\n", static_cast<long long>(sub.stray.load()));
   sub.stop();
   return rc;
@@ -425,7 +442,7 @@ int main(int argc, char** argv) {
   else if (mode == "fill") rc = mode_fill(argc, argv);
   else if (mode == "drain") rc = mode_drain(argc, argv);
   if (rc == 2)
-    std::fprintf(stderr, "usage: cloud_e2e_bench e2e SOCKET TOKEN BROKER_PORT PKI_DIR [N] [WINDOW]\n"
+    std::fprintf(stderr, "usage: cloud_e2e_bench e2e SOCKET TOKEN BROKER_PORT PKI_DIR [N] [WINDOW] [RATE]\n"
                          "       cloud_e2e_bench fill SOCKET TOKEN M [WINDOW]\n"
                          "       cloud_e2e_bench drain BROKER_PORT PKI_DIR M START_FILE [DEADLINE_S]\n");
   return rc;
