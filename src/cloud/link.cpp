@@ -233,6 +233,7 @@ std::string reason_text(const mqtt::token& tok) {
 struct Subscription {
   std::string filter;
   int qos = 0;
+  bool no_local = false;
   Link::MessageHandler on_message;
   Link::RefusedHandler on_refused;
 };
@@ -576,8 +577,8 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
               options.mqtt_version == 5 ? "5" : "3.1.1", SSL_get_version(ssl), options.identity->key_description());
     on_connected(c);
 
-    // 5. Until it goes down.
-    while (!c->down.fired() && !stopping) co_await c->down.wait(std::chrono::hours(24));
+    // 5. Until it goes down (also when stopping: stop() lets the DISCONNECT go out first).
+    while (!c->down.fired()) co_await c->down.wait(std::chrono::hours(24));
     {
       std::lock_guard lock(status_mutex);
       ++disconnects;
@@ -727,15 +728,27 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     tokens = options.max_publish_rate > 0 ? std::min(options.max_publish_rate, 10.0) : 0;
     tokens_at = Clock::now();
     // The cloud subscriptions, once per filter with the highest QoS asked for.
-    std::map<std::string, int> filters;
-    for (const auto& [id, s] : subs) filters[s.filter] = std::max(filters[s.filter], s.qos);
-    for (const auto& [f, q] : filters) cloud_subscribe(c, f, q);
+    std::set<std::string> filters;
+    for (const auto& [id, s] : subs) filters.insert(s.filter);
+    for (const auto& f : filters) cloud_subscribe(c, f);
     pump();
   }
 
-  void cloud_subscribe(const std::shared_ptr<Connection>& c, const std::string& filter, int qos) {
+  // Subscribes `filter` with the highest QoS its subscribers ask for, and No Local only if all
+  // of them want it.
+  void cloud_subscribe(const std::shared_ptr<Connection>& c, const std::string& filter) {
+    int qos = 0;
+    bool no_local = true;
+    for (const auto& [id, s] : subs)
+      if (s.filter == filter) {
+        qos = std::max(qos, s.qos);
+        no_local = no_local && s.no_local;
+      }
     try {
-      c->paho->subscribe(filter, qos, nullptr, *c->subscribe_listener);
+      if (options.mqtt_version == 5)
+        c->paho->subscribe(filter, qos, nullptr, *c->subscribe_listener, mqtt::subscribe_options(no_local));
+      else
+        c->paho->subscribe(filter, qos, nullptr, *c->subscribe_listener);
     } catch (const std::exception& e) {
       log->warn("topic={} cannot subscribe in the cloud now: {}; retried after the next connect", filter, e.what());
     }
@@ -1008,43 +1021,40 @@ void Link::stop(std::chrono::milliseconds deadline, std::function<void()> done) 
     impl->rate_timer.cancel();
     error_code ignored;
     impl->acceptor.cancel(ignored);
-    if (!impl->conn || impl->state_value == LinkState::disabled) {
+    if (!impl->conn || impl->state_value == LinkState::disabled || impl->state_value == LinkState::stopped) {
       impl->set_state(impl->state_value == LinkState::disabled ? LinkState::disabled : LinkState::stopped);
       impl->acceptor.close(ignored);
       net::post(impl->strand, std::move(done));
       return;
     }
-    auto c = impl->conn;
-    auto timer = std::make_shared<net::steady_timer>(impl->strand);
-    auto finish = [impl, c, timer, done = std::move(done)]() mutable {
-      if (!done) return;
-      timer->cancel();
-      impl->fail_attempt(c, "canopyd is stopping");
-      impl->close_connection(c);
-      impl->teardown();
-      impl->set_state(LinkState::stopped);
+    // run() ends once the connection is down and calls stop_done after its teardown.
+    impl->stop_done = [impl, done = std::move(done)]() mutable {
       error_code ignored2;
       impl->acceptor.close(ignored2);
-      std::exchange(done, nullptr)();
+      done();
     };
-    auto finish_once = std::make_shared<decltype(finish)>(std::move(finish));
-    // A clean DISCONNECT if we are connected (Paho sends it through the pipe); finish when it
-    // is out or at the deadline, whichever comes first.
+    auto c = impl->conn;
+    c->failure = "canopyd is stopping";
     if (impl->connected()) {
-      c->disconnect_listener = std::make_unique<Listener>([weak = std::weak_ptr<Impl>(impl), finish_once](bool, const mqtt::token&) {
-        if (auto s = weak.lock()) net::post(s->strand, [finish_once] { (*finish_once)(); });
-      });
+      // A clean DISCONNECT: Paho writes it and closes its socket; the pipe forwards every byte
+      // to the cloud before it sees that close, then closes the TLS side. So the connection is
+      // left to go down by itself, and closed by force only at the deadline.
       try {
-        c->paho->disconnect(static_cast<int>(std::min<std::int64_t>(deadline.count(), 2000)), nullptr,
-                            *c->disconnect_listener);
+        c->paho->disconnect(static_cast<int>(std::min<std::int64_t>(deadline.count(), 2000)));
       } catch (const std::exception&) {
-        net::post(impl->strand, [finish_once] { (*finish_once)(); });
+        impl->close_connection(c);
       }
     } else {
-      net::post(impl->strand, [finish_once] { (*finish_once)(); });
+      impl->close_connection(c);  // still connecting: abandon the attempt
     }
-    timer->expires_after(std::min(deadline, std::chrono::milliseconds(2000)));
-    timer->async_wait([finish_once](error_code) { (*finish_once)(); });
+    auto timer = std::make_shared<net::steady_timer>(impl->strand);
+    timer->expires_after(std::min(deadline, std::chrono::milliseconds(2500)));
+    timer->async_wait([impl, c, timer](error_code ec) {
+      if (!ec && !c->down.fired()) {
+        impl->log->warn("the cloud connection did not close within the shutdown deadline; closing it");
+        impl->close_connection(c);
+      }
+    });
   });
 }
 
@@ -1079,23 +1089,17 @@ void Link::wake() {
 }
 
 result<std::uint64_t> Link::subscribe(const std::string& filter, int qos, MessageHandler on_message,
-                                      RefusedHandler on_refused) {
+                                      RefusedHandler on_refused, bool no_local) {
   if (auto v = pubsub::validate_filter(filter); !v)
     return make_error(errc::invalid, fmt::format("\"{}\" is not a valid MQTT topic filter: {}", filter, v.error().message));
   if (qos < 0 || qos > 1) return make_error(errc::invalid, fmt::format("QoS {} is not supported; use 0 or 1", qos));
   const std::uint64_t id = impl_->next_sub++;
   auto impl = impl_;
-  net::post(impl->strand, [impl, id, filter, qos, on_message = std::move(on_message),
+  net::post(impl->strand, [impl, id, filter, qos, no_local, on_message = std::move(on_message),
                            on_refused = std::move(on_refused)]() mutable {
-    bool known = false;
-    int max_qos = qos;
-    for (const auto& [other, s] : impl->subs)
-      if (s.filter == filter) {
-        known = true;
-        max_qos = std::max(max_qos, s.qos);
-      }
-    impl->subs.emplace(id, Subscription{filter, qos, std::move(on_message), std::move(on_refused)});
-    if (impl->connected() && (!known || max_qos > qos - 1)) impl->cloud_subscribe(impl->conn, filter, max_qos);
+    impl->subs.emplace(id, Subscription{filter, qos, no_local, std::move(on_message), std::move(on_refused)});
+    // (Re)subscribing an existing filter is harmless and updates its QoS and No Local.
+    if (impl->connected()) impl->cloud_subscribe(impl->conn, filter);
   });
   return id;
 }
