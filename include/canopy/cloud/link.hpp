@@ -108,10 +108,12 @@ class Link {
   using RefusedHandler = std::function<void(const std::string& why)>;
   /// Adds a local subscriber to a cloud topic filter. Subscribers share cloud subscriptions:
   /// the first for a filter subscribes in the cloud, the last to leave unsubscribes; all are
-  /// subscribed again after each reconnect. Handlers run on the link's strand.
+  /// subscribed again after each reconnect. Handlers run on the link's strand. `no_local`
+  /// (MQTT 5 links only): the cloud does not send back what this device publishes on it; a
+  /// filter is subscribed with No Local only if all its subscribers ask for it.
   /// Errors: errc::invalid for a malformed filter or QoS.
   result<std::uint64_t> subscribe(const std::string& filter, int qos, MessageHandler on_message,
-                                  RefusedHandler on_refused);
+                                  RefusedHandler on_refused, bool no_local = false);
   void unsubscribe(std::uint64_t id);
 
   /// A snapshot for `canopy status`: state, endpoint, since, lastError, reconnects, inflight,
