@@ -66,6 +66,7 @@ void add_status_commands(CLI::App& app, Globals& g, Action& action);     // stat
 void add_component_commands(CLI::App& app, Globals& g, Action& action);  // component ...
 void add_deployment_commands(CLI::App& app, Globals& g, Action& action); // deployment ...
 void add_logs_command(CLI::App& app, Globals& g, Action& action);        // logs
-void add_sign_commands(CLI::App& app, Globals& g, Action& action);       // keygen, sign, verify (no canopyd)
+void add_sign_commands(CLI::App& app, Globals& g, Action& action);
+void add_client_device_commands(CLI::App& app, Globals& g, Action& action);  // client-device issue|list       // keygen, sign, verify (no canopyd)
 
 }  // namespace canopy::cli

@@ -21,7 +21,8 @@ int main(int argc, char** argv) {
       "--wait\n"
       "  canopy logs com.example.Hello -f\n"
       "  canopy config get com.example.Hello Message\n"
-      "  canopy sign recipes/com.example.Hello-1.0.0.yaml --key release.key\n\n"
+      "  canopy sign recipes/com.example.Hello-1.0.0.yaml --key release.key\n"
+      "  canopy client-device issue sensor-1 --out ./sensor-1\n\n"
       "Run canopy COMMAND --help for a command's options.");
   Globals g;
   g.root = default_root();
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   add_deployment_commands(app, g, action);
   add_logs_command(app, g, action);
   add_sign_commands(app, g, action);
+  add_client_device_commands(app, g, action);
 
   std::vector<std::string> args(argv + 1, argv + argc);
   args = rewrite_greengrass_short_options(std::move(args));

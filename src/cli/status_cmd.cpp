@@ -61,6 +61,24 @@ void print_cloud(const nlohmann::json& s) {
   }
 }
 
+// The local broker (canopy.LocalBroker): state, listeners, and why it is not running.
+void print_broker(const nlohmann::json& s) {
+  const auto it = s.find("broker");
+  if (it == s.end() || !it->is_object()) return;
+  const auto& b = *it;
+  const std::string state = b.value("state", "?");
+  if (!b.value("enabled", true)) {
+    std::cout << "local broker    disabled (services.canopy.LocalBroker.configuration.enabled is false)\n";
+    return;
+  }
+  const auto port = [](int p) { return p == 0 ? std::string("off") : std::to_string(p); };
+  std::cout << fmt::format("local broker    {}, loopback port {}, TLS port {} on {}, pid {}, {} restart(s)\n", state,
+                           port(b.value("localPort", 0)), port(b.value("tlsPort", 0)), b.value("tlsBindAddress", "?"),
+                           b.value("pid", 0), b.value("restarts", 0));
+  if (b.contains("lastError") && state != "RUNNING")
+    std::cout << fmt::format("                {}\n", b.value("reason", b.value("lastError", "")));
+}
+
 int cmd_status(const Globals& g) {
   auto r = call(g, "canopy#GetStatus", nlohmann::json::object());
   if (!r) return fail(r.error().message);
@@ -89,6 +107,7 @@ int cmd_status(const Globals& g) {
   std::cout << fmt::format("components      {}{}{}\n", comps.value("total", 0), by_state.empty() ? "" : " (" + by_state + ")",
                            comps.value("deploymentInProgress", false) ? ", a deployment is in progress" : "");
   print_cloud(s);
+  print_broker(s);
   return kExitOk;
 }
 

@@ -24,6 +24,8 @@
 #include <sys/acl.h>
 #include <systemd/sd-daemon.h>
 
+#include "canopy/broker/local_broker.hpp"
+#include "canopy/broker/bridge.hpp"
 #include "canopy/cloud/link.hpp"
 #include "canopy/config/nucleus_config.hpp"
 #include "canopy/config/store.hpp"
@@ -278,6 +280,27 @@ class Daemon {
     return ok();
   }
 
+  // canopy.MqttBridge: mappings from services.canopy.MqttBridge.configuration, re-read when
+  // they change; the local broker's address from brokerUri or canopy.LocalBroker's localPort.
+  // A bad mapping is left out and reported (log and status): the rest keeps working.
+  void build_bridge() {
+    const auto get = [this](const std::string& name) {
+      auto j = store_->get({"services", name, "configuration"});
+      return j ? *j : nlohmann::json();
+    };
+    auto settings = broker::read_bridge_settings(get("canopy.MqttBridge"), get("canopy.LocalBroker"));
+    broker::BridgeOptions bo;
+    bo.local.host = settings.local_host;
+    bo.local.port = settings.local_port;
+    bridge_ = std::make_unique<broker::Bridge>(services_, bo, router_, *spool_, *link_);
+    bridge_->configure(std::move(settings.mappings), std::move(settings.error));
+    bridge_subscription_ = store_->subscribe({"services", "canopy.MqttBridge"}, [this, get](const config::KeyPath&) {
+      auto s = broker::read_bridge_settings(get("canopy.MqttBridge"), get("canopy.LocalBroker"));
+      bridge_->configure(std::move(s.mappings), std::move(s.error));
+    });
+    net::post(services_, [this] { bridge_->start(); });
+  }
+
   // Components: stop what a previous canopyd left running, then the lifecycle manager and the
   // deployment queue, which starts every deployed component.
   result<void> build_lifecycle(const fs::path& socket_path) {
@@ -291,6 +314,8 @@ class Daemon {
                                                         std::chrono::seconds(config_.lifecycle.stop_grace_seconds) + 1s))
       log_->warn("process group {} of a previous canopyd on this root was running unrecorded; stopped it", g);
     launcher_ = std::make_unique<lifecycle::Launcher>(services_);
+    build_local_broker();
+    build_bridge();
     cgroups_ = std::make_unique<lifecycle::Cgroups>(lifecycle::Cgroups::detect());
     if (!cgroups_->available()) log_->info("component resource limits are not applied: {}", cgroups_->reason());
 
@@ -365,6 +390,35 @@ class Daemon {
     ctx_->deployer = deployer_.get();
     ctx_->on_state_reported = [this](const std::string& name, const std::string& st) { manager_->report_state(name, st); };
     return deployer_->start();
+  }
+
+  // The local broker (built-in component canopy.LocalBroker): built after the leftovers of a
+  // killed predecessor (its mosquitto included) were stopped, started on the services strand.
+  // Its problems (a taken port, a bad setting) are its state, never a failed start.
+  void build_local_broker() {
+    broker::LocalBrokerOptions bo;
+    bo.layout = layout_;
+    bo.version = std::string(kVersion);
+    bo.log_file_bytes = config_.logging.file_size_kb * 1024;
+    bo.log_files = config_.logging.max_files;
+    bo.stop_grace = std::chrono::seconds(config_.lifecycle.stop_grace_seconds);
+    local_broker_ = std::make_unique<broker::LocalBroker>(services_, bo, *store_, *launcher_, *processes_);
+    ctx_->builtin_components = [this] { return std::vector<lifecycle::ComponentInfo>{local_broker_->info()}; };
+    ctx_->builtin_component_action = [this](const std::string& name, const std::string& action) -> result<void> {
+      if (name != broker::kComponentName) return make_error(errc::not_found, name + " is not built in");
+      if (action == "RestartComponent") {
+        local_broker_->restart();
+        return ok();
+      }
+      return make_error(errc::unsupported,
+                        fmt::format("{} is built into canopyd and cannot be stopped, paused or resumed on its own; "
+                                    "set services.{}.configuration.enabled to false to turn it off",
+                                    name, name));
+    };
+    ctx_->issue_client_device_certificate = [this](const std::string& name, int days) {
+      return local_broker_->issue_client_certificate(name, days);
+    };
+    net::post(services_, [this] { local_broker_->start(); });
   }
 
   // deployment.* of the configuration file as a trust policy: key files read (relative to the
@@ -508,6 +562,24 @@ class Daemon {
     // flight stays in the spool), then everything the spool still holds in memory is committed.
     auto after_components = [this, finish] {
       log_->info("components stopped");
+      // The bridge first: what the local broker sent it but it did not acknowledge stays in
+      // the broker's session for the next start.
+      if (bridge_) bridge_->stop();
+      // The local broker goes after the components (they may publish until the end) and
+      // before IPC; the rest of the sequence continues once mosquitto is gone.
+      if (local_broker_ && !broker_stopped_) {
+        broker_stopped_ = true;
+        return local_broker_->stop([this, finish] { net::post(services_, [this, finish] { continue_shutdown(finish); }); });
+      }
+      continue_shutdown(finish);
+    };
+    if (manager_) net::post(services_, [this, after_components] { manager_->stop_all(after_components); });
+    else after_components();
+  }
+
+  // The shutdown after the components and the local broker stopped.
+  void continue_shutdown(const std::function<void()>& finish) {
+    {
       if (server_) server_->stop();
       auto flush_spool = [this, finish] {
         if (!spool_) return finish();
@@ -518,9 +590,7 @@ class Daemon {
       };
       if (link_) link_->stop(std::chrono::milliseconds(2000), [this, flush_spool] { net::post(services_, flush_spool); });
       else flush_spool();
-    };
-    if (manager_) net::post(services_, [this, after_components] { manager_->stop_all(after_components); });
-    else after_components();
+    }
   }
 
   void reload_policies(const std::string& component) {
@@ -570,6 +640,8 @@ class Daemon {
         {"reportedStates", states},
         {"cloud", link_ ? link_->status() : nlohmann::json(nullptr)},
         {"spool", spool_status()},
+        {"broker", local_broker_ ? local_broker_->status() : nlohmann::json(nullptr)},
+        {"bridge", bridge_ ? bridge_->status() : nlohmann::json(nullptr)},
         {"components", components_summary()},
     };
   }
@@ -675,6 +747,8 @@ class Daemon {
   std::unique_ptr<ipc::ServiceContext> ctx_;
   std::unique_ptr<spool::Spool> spool_;
   std::unique_ptr<cloud::Link> link_;
+  std::unique_ptr<broker::Bridge> bridge_;
+  config::SubscriptionId bridge_subscription_ = 0;
   config::SubscriptionId policy_subscription_ = 0;
   std::unique_ptr<ipc::Server> server_;
   std::unique_ptr<lifecycle::ProcessTable> processes_;
@@ -682,6 +756,9 @@ class Daemon {
   std::unique_ptr<lifecycle::Cgroups> cgroups_;
   std::unique_ptr<lifecycle::Manager> manager_;
   std::unique_ptr<deploy::Deployer> deployer_;
+  // After the launcher, process table and store it uses: destroyed before them.
+  std::unique_ptr<broker::LocalBroker> local_broker_;
+  bool broker_stopped_ = false;
   std::set<gid_t> allowed_groups_;
   bool restart_requested_ = false;
   net::steady_timer final_{io_};

@@ -63,8 +63,12 @@ inline std::string yaml(const CloudConfig& c) {
 /// The test PKI and a TLS cloud broker requiring client certificates.
 struct CloudBroker {
   explicit CloudBroker(const fs::path& dir, const std::string& server_cert = "server")
-      : pki(dir / "pki"), broker(dir / "broker", Mosquitto::Options{.listener_config = {}, .allow_anonymous = true,
-                                                                   .tls = pki.broker_tls(server_cert)}) {}
+      : pki(dir / "pki"),
+        // Large queues: the watcher must not be the one losing messages when a backlog drains
+        // in a burst (Mosquitto's default drops past 1000 queued per client).
+        broker(dir / "broker", Mosquitto::Options{.listener_config = "max_queued_messages 1000000\n",
+                                                  .allow_anonymous = true,
+                                                  .tls = pki.broker_tls(server_cert)}) {}
   TestPki pki;
   Mosquitto broker;
 

@@ -21,8 +21,32 @@ fs::path canopy_cli_path() { return fs::path(CANOPY_BINARY_DIR) / "src" / "cli" 
 Canopyd::Canopyd(const fs::path& dir, Options options) : dir_(dir), root_(dir / "root"), output_(dir / "canopyd.out") {
   std::vector<std::string> argv = {canopyd_path().string(), "--root", root_.string()};
   if (options.foreground) argv.push_back("--foreground");
+  // Without a configuration of its own, a test's canopyd still gets one that turns the local
+  // broker off: tests run in parallel and must not compete for the default ports 1883/8883.
+  if (!options.config_yaml && !options.no_config_file)
+    options.config_yaml = "services:\n  canopy.LocalBroker:\n    configuration:\n      enabled: false\n";
   if (options.config_yaml) {
-    write_file(config_path(), *options.config_yaml);
+    // Tests run in parallel: a canopyd whose test does not configure the local broker gets it
+    // disabled, so it never competes for the default ports 1883/8883.
+    std::string yaml = *options.config_yaml;
+    if (yaml.find("canopy.LocalBroker") == std::string::npos) {
+      const std::string off = "  canopy.LocalBroker:\n    configuration:\n      enabled: false\n";
+      // Added at the end of the services block, so the lines a test's error messages name
+      // (file:line) keep their numbers.
+      auto at = ("\n" + yaml).find("\nservices:\n");
+      if (at != std::string::npos) {
+        at += std::string("services:\n").size();
+        while (at < yaml.size() && (yaml[at] == ' ' || yaml[at] == '#' || yaml[at] == '\n')) {
+          const auto eol = yaml.find('\n', at);
+          at = eol == std::string::npos ? yaml.size() : eol + 1;
+        }
+        if (at == yaml.size() && !yaml.empty() && yaml.back() != '\n') yaml += '\n', at = yaml.size();
+        yaml.insert(at, off);
+      } else {
+        yaml += (yaml.empty() || yaml.back() == '\n' ? "" : "\n") + std::string("services:\n") + off;
+      }
+    }
+    write_file(config_path(), yaml);
     argv.push_back("--config");
     argv.push_back(config_path().string());
   }

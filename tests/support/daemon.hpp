@@ -20,11 +20,16 @@ std::filesystem::path canopy_cli_path();
 class Canopyd {
  public:
   struct Options {
-    std::optional<std::string> config_yaml;  ///< written to <dir>/config.yaml and passed with --config
+    /// Written to <dir>/config.yaml and passed with --config. Unless it mentions
+    /// canopy.LocalBroker, `services.canopy.LocalBroker.configuration.enabled: false` is added.
+    std::optional<std::string> config_yaml;
     std::vector<std::string> extra_args;
     std::map<std::string, std::string> env;
     bool foreground = true;
     bool notify = true;  ///< set NOTIFY_SOCKET to our own socket
+    /// With no config_yaml: pass no --config at all (built-in defaults, the local broker on
+    /// 1883/8883 included). Otherwise such a canopyd gets a file that disables the broker.
+    bool no_config_file = false;
   };
 
   /// Starts canopyd with `--root <dir>/root`. Does not wait; call wait_ready().

@@ -23,6 +23,7 @@ class Router;
 }
 namespace canopy::lifecycle {
 class Manager;
+struct ComponentInfo;
 }
 namespace canopy::deploy {
 class Deployer;
@@ -115,6 +116,17 @@ struct ServiceContext {
   std::optional<PendingUpdate> pending_update;
   /// PublishToIoTCore and SubscribeToIoTCore go here.
   IotCorePort iot_core;
+  /// Components built into canopyd (canopy.LocalBroker), appended by ListComponents and
+  /// GetComponentDetails after the deployed ones (filled by the nucleus; unset: none).
+  std::function<std::vector<lifecycle::ComponentInfo>()> builtin_components;
+  /// RestartComponent/StopComponent/PauseComponent/ResumeComponent (`action` is the
+  /// operation name) on a built-in component. Errors: errc::not_found when `name` is not
+  /// built in (the lifecycle manager then handles it), errc::unsupported for an action the
+  /// component does not support (the message says what to do instead).
+  std::function<result<void>(const std::string& name, const std::string& action)> builtin_component_action;
+  /// canopy#IssueClientDeviceCertificate: {certificatePem, privateKeyPem, caPem, tlsPort}
+  /// for a client device of the local broker (unset: ServiceError).
+  std::function<result<nlohmann::json>(const std::string& name, int days)> issue_client_device_certificate;
   /// Posts a function to run later on the services strand after a delay (timers).
   std::function<void(std::chrono::milliseconds, std::function<void()>)> run_after;
 };

@@ -77,5 +77,6 @@ void add_canopy_status(OperationTable&, ServiceContext&);
 void add_canopy_update_configuration(OperationTable&, ServiceContext&);
 void add_lifecycle_operations(OperationTable&, ServiceContext&);
 void add_iot_core_operations(OperationTable&, ServiceContext&);
+void add_client_device_operations(OperationTable&, ServiceContext&);
 
 }  // namespace canopy::ipc::services

@@ -84,10 +84,15 @@ void add_component_action(OperationTable& table, ServiceContext& ctx, std::strin
       .resources = component_resource,
       .handle =
           [&ctx, op, action, status_member](Call& call) {
-            if (!ctx.manager) return call.stream->fail(unavailable());
             auto name = required_string(call.request, op, "componentName");
             if (!name) return call.stream->fail(invalid(name.error().message));
-            auto r = action(*ctx.manager, *name);
+            // Built-in components (canopy.LocalBroker) are not the lifecycle manager's.
+            result<void> r = make_error(errc::not_found, "");
+            if (ctx.builtin_component_action) r = ctx.builtin_component_action(*name, op);
+            if (!r && r.error().code == errc::not_found) {
+              if (!ctx.manager) return call.stream->fail(unavailable());
+              r = action(*ctx.manager, *name);
+            }
             if (!r) {
               if (r.error().code == errc::not_found)
                 return call.stream->fail({ErrorShape::component_not_found, r.error().message});
@@ -113,6 +118,8 @@ void add_lifecycle_operations(OperationTable& table, ServiceContext& ctx) {
             if (!ctx.manager) return call.stream->fail(unavailable());
             nlohmann::json list = nlohmann::json::array();
             for (const auto& i : ctx.manager->list()) list.push_back(details(i, ctx));
+            if (ctx.builtin_components)
+              for (const auto& i : ctx.builtin_components()) list.push_back(details(i, ctx));
             call.stream->respond(nlohmann::json{{"components", list}}.dump(), response_shape("ListComponents"));
           },
   });
@@ -126,6 +133,9 @@ void add_lifecycle_operations(OperationTable& table, ServiceContext& ctx) {
             auto name = required_string(call.request, "GetComponentDetails", "componentName");
             if (!name) return call.stream->fail(invalid(name.error().message));
             auto info = ctx.manager->get(*name);
+            if (!info && ctx.builtin_components)
+              for (auto& i : ctx.builtin_components())
+                if (i.name == *name) info = std::move(i);
             if (!info)
               return call.stream->fail(
                   {ErrorShape::component_not_found, fmt::format("component {} is not deployed on this device", *name)});

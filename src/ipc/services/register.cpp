@@ -19,6 +19,7 @@ void register_operations(OperationTable& table, ServiceContext& ctx) {
   services::add_canopy_update_configuration(table, ctx);
   services::add_lifecycle_operations(table, ctx);
   services::add_iot_core_operations(table, ctx);
+  services::add_client_device_operations(table, ctx);
 }
 
 result<void> reload_policies(ServiceContext& ctx, const std::string& component) {

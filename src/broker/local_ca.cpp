@@ -1,0 +1,266 @@
+// The local CA with OpenSSL 3's EVP and X509 APIs.
+#include "canopy/broker/local_ca.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ctime>
+
+#include <fmt/format.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "canopy/broker/settings.hpp"
+#include "canopy/core/file.hpp"
+
+namespace canopy::broker {
+namespace fs = std::filesystem;
+namespace {
+
+struct KeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+struct X509Free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+using KeyPtr = std::unique_ptr<EVP_PKEY, KeyFree>;
+using X509Ptr = std::unique_ptr<X509, X509Free>;
+using BioPtr = std::unique_ptr<BIO, BioFree>;
+
+std::string ssl_error() {
+  const unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0) return "unknown OpenSSL error";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  return buf;
+}
+
+std::string host_name() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return host;
+}
+
+result<KeyPtr> new_p256_key() {
+  KeyPtr k(EVP_EC_gen("P-256"));
+  if (!k) return make_error(errc::io, "cannot generate an EC P-256 key: " + ssl_error());
+  return k;
+}
+
+result<std::string> key_pem(EVP_PKEY* k) {
+  BioPtr b(BIO_new(BIO_s_mem()));
+  if (!b || PEM_write_bio_PrivateKey(b.get(), k, nullptr, nullptr, 0, nullptr, nullptr) != 1)
+    return make_error(errc::io, "cannot encode a private key: " + ssl_error());
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(b.get(), &data);
+  return std::string(data, static_cast<std::size_t>(n));
+}
+
+result<std::string> cert_pem(X509* x) {
+  BioPtr b(BIO_new(BIO_s_mem()));
+  if (!b || PEM_write_bio_X509(b.get(), x) != 1) return make_error(errc::io, "cannot encode a certificate: " + ssl_error());
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(b.get(), &data);
+  return std::string(data, static_cast<std::size_t>(n));
+}
+
+X509Ptr parse_cert(const std::string& pem) {
+  BioPtr b(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  return X509Ptr(b ? PEM_read_bio_X509(b.get(), nullptr, nullptr, nullptr) : nullptr);
+}
+
+KeyPtr parse_key(const std::string& pem) {
+  BioPtr b(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  return KeyPtr(b ? PEM_read_bio_PrivateKey(b.get(), nullptr, nullptr, nullptr) : nullptr);
+}
+
+bool add_ext(X509* cert, X509* issuer, int nid, const std::string& value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
+  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
+  if (ext == nullptr) return false;
+  const bool done = X509_add_ext(cert, ext, -1) == 1;
+  X509_EXTENSION_free(ext);
+  return done;
+}
+
+// Builds and signs a certificate for `key` (subject CN = cn). `issuer`/`issuer_key` null:
+// self-signed. Starts one hour in the past, to tolerate small clock differences between peers.
+result<X509Ptr> make_cert(EVP_PKEY* key, const std::string& cn, int days, X509* issuer, EVP_PKEY* issuer_key,
+                          const std::vector<std::pair<int, std::string>>& extensions) {
+  X509Ptr x(X509_new());
+  if (!x) return make_error(errc::io, "cannot allocate a certificate: " + ssl_error());
+  unsigned char serial[16];
+  if (RAND_bytes(serial, sizeof serial) != 1) return make_error(errc::io, "no random serial number: " + ssl_error());
+  serial[0] &= 0x7f;  // positive
+  BIGNUM* bn = BN_bin2bn(serial, sizeof serial, nullptr);
+  const bool serial_ok = bn != nullptr && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x.get())) != nullptr;
+  BN_free(bn);
+  X509_NAME* name = X509_get_subject_name(x.get());
+  if (!serial_ok || X509_set_version(x.get(), 2) != 1 ||
+      X509_gmtime_adj(X509_getm_notBefore(x.get()), -3600) == nullptr ||
+      X509_time_adj_ex(X509_getm_notAfter(x.get()), days, 0, nullptr) == nullptr ||
+      X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1,
+                                 0) != 1 ||
+      X509_set_issuer_name(x.get(), issuer ? X509_get_subject_name(issuer) : name) != 1 ||
+      X509_set_pubkey(x.get(), key) != 1)
+    return make_error(errc::io, fmt::format("cannot build the certificate for {}: {}", cn, ssl_error()));
+  for (const auto& [nid, value] : extensions)
+    if (!add_ext(x.get(), issuer ? issuer : x.get(), nid, value))
+      return make_error(errc::io, fmt::format("cannot add the extension {} to the certificate for {}: {}", value, cn,
+                                              ssl_error()));
+  if (X509_sign(x.get(), issuer_key ? issuer_key : key, EVP_sha256()) == 0)
+    return make_error(errc::io, fmt::format("cannot sign the certificate for {}: {}", cn, ssl_error()));
+  return x;
+}
+
+result<void> write_with_mode(const fs::path& file, const std::string& text, mode_t mode) {
+  if (auto r = write_file_atomically(file, text, mode); !r) return r;
+  // write_file_atomically's mode goes through canopyd's umask (0027): set it exactly.
+  if (::chmod(file.c_str(), mode) != 0) return errno_error(fmt::format("cannot set the mode of {}", file.string()), errno);
+  return ok();
+}
+
+}  // namespace
+
+struct LocalCa::Impl {
+  KeyPtr key;
+  X509Ptr cert;
+};
+
+LocalCa::LocalCa(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+LocalCa::LocalCa(LocalCa&&) noexcept = default;
+LocalCa& LocalCa::operator=(LocalCa&&) noexcept = default;
+LocalCa::~LocalCa() = default;
+
+result<LocalCa> LocalCa::open_or_create(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return make_error(errc::io, fmt::format("cannot create {}: {}", dir.string(), ec.message()));
+  if (::chmod(dir.c_str(), 0755) != 0) return errno_error(fmt::format("cannot set the mode of {}", dir.string()), errno);
+  const fs::path key_file = dir / "ca.key";
+  const fs::path crt_file = dir / "ca.crt";
+  const bool have_key = fs::exists(key_file), have_crt = fs::exists(crt_file);
+  auto impl = std::make_unique<Impl>();
+  std::string pem;
+  if (!have_key && !have_crt) {
+    auto key = new_p256_key();
+    if (!key) return key.error();
+    auto cert = make_cert(key->get(), "Canopy local CA " + host_name(), 3650, nullptr, nullptr,
+                          {{NID_basic_constraints, "critical,CA:TRUE"},
+                           {NID_key_usage, "critical,keyCertSign,cRLSign"},
+                           {NID_subject_key_identifier, "hash"}});
+    if (!cert) return cert.error();
+    auto kp = key_pem(key->get());
+    if (!kp) return kp.error();
+    auto cp = cert_pem(cert->get());
+    if (!cp) return cp.error();
+    // The key first: a crash in between leaves a key without certificate, which the next
+    // start reports instead of silently making a second CA.
+    if (auto r = write_with_mode(key_file, *kp, 0600); !r) return r.error();
+    if (auto r = write_with_mode(crt_file, *cp, 0644); !r) return r.error();
+    impl->key = std::move(*key);
+    impl->cert = std::move(*cert);
+    pem = std::move(*cp);
+  } else {
+    if (!have_key || !have_crt)
+      return make_error(errc::corrupt, fmt::format("the local CA in {} is incomplete ({} is missing): restore it from a "
+                                                   "backup, or remove the folder to create a new CA (every client "
+                                                   "device certificate must then be issued again)",
+                                                   dir.string(), (have_key ? crt_file : key_file).string()));
+    auto kt = read_file(key_file);
+    if (!kt) return kt.error();
+    auto ct = read_file(crt_file);
+    if (!ct) return ct.error();
+    impl->key = parse_key(*kt);
+    impl->cert = parse_cert(*ct);
+    if (!impl->key || !impl->cert)
+      return make_error(errc::corrupt, fmt::format("the local CA in {} cannot be read ({}): restore it from a backup or "
+                                                   "remove the folder to create a new CA",
+                                                   dir.string(), ssl_error()));
+    if (X509_check_private_key(impl->cert.get(), impl->key.get()) != 1)
+      return make_error(errc::corrupt, fmt::format("{} and {} do not belong together: restore the pair from a backup "
+                                                   "or remove the folder to create a new CA",
+                                                   key_file.string(), crt_file.string()));
+    pem = std::move(*ct);
+  }
+  LocalCa ca(std::move(impl));
+  ca.ca_pem_ = std::move(pem);
+  return ca;
+}
+
+result<IssuedCertificate> LocalCa::issue_client(const std::string& name, int days) const {
+  if (!valid_device_name(name))
+    return make_error(errc::invalid, fmt::format("\"{}\" is not a valid client device name: use 1 to 64 letters, digits, "
+                                                 "'.', '_' or '-'",
+                                                 name));
+  if (days < 1 || days > 3650)
+    return make_error(errc::invalid, fmt::format("days must be from 1 to 3650, not {}", days));
+  auto key = new_p256_key();
+  if (!key) return key.error();
+  auto cert = make_cert(key->get(), name, days, impl_->cert.get(), impl_->key.get(),
+                        {{NID_basic_constraints, "critical,CA:FALSE"},
+                         {NID_key_usage, "critical,digitalSignature"},
+                         {NID_ext_key_usage, "clientAuth"},
+                         {NID_subject_key_identifier, "hash"},
+                         {NID_authority_key_identifier, "keyid"}});
+  if (!cert) return cert.error();
+  auto cp = cert_pem(cert->get());
+  if (!cp) return cp.error();
+  auto kp = key_pem(key->get());
+  if (!kp) return kp.error();
+  return IssuedCertificate{std::move(*cp), std::move(*kp)};
+}
+
+result<bool> LocalCa::ensure_server_certificate(const fs::path& crt, const fs::path& key,
+                                                const std::vector<std::string>& dns_names,
+                                                const std::vector<std::string>& ip_addresses, int days,
+                                                std::chrono::hours renew_before) const {
+  if (fs::exists(crt) && fs::exists(key)) {
+    auto ct = read_file(crt);
+    auto kt = read_file(key);
+    if (ct && kt) {
+      X509Ptr cert = parse_cert(*ct);
+      KeyPtr k = parse_key(*kt);
+      EVP_PKEY* ca_pub = X509_get0_pubkey(impl_->cert.get());
+      std::time_t limit = std::time(nullptr) + std::chrono::duration_cast<std::chrono::seconds>(renew_before).count();
+      if (cert && k && X509_check_private_key(cert.get(), k.get()) == 1 && ca_pub != nullptr &&
+          X509_verify(cert.get(), ca_pub) == 1 && X509_cmp_time(X509_get0_notAfter(cert.get()), &limit) > 0)
+        return false;
+    }
+    ERR_clear_error();
+  }
+  auto k = new_p256_key();
+  if (!k) return k.error();
+  std::string san;
+  for (const auto& d : dns_names) san += (san.empty() ? "DNS:" : ",DNS:") + d;
+  for (const auto& i : ip_addresses) san += (san.empty() ? "IP:" : ",IP:") + i;
+  auto cert = make_cert(k->get(), dns_names.empty() ? std::string("localhost") : dns_names.front(), days,
+                        impl_->cert.get(), impl_->key.get(),
+                        {{NID_basic_constraints, "critical,CA:FALSE"},
+                         {NID_key_usage, "critical,digitalSignature"},
+                         {NID_ext_key_usage, "serverAuth"},
+                         {NID_subject_alt_name, san},
+                         {NID_subject_key_identifier, "hash"},
+                         {NID_authority_key_identifier, "keyid"}});
+  if (!cert) return cert.error();
+  auto cp = cert_pem(cert->get());
+  if (!cp) return cp.error();
+  auto kp = key_pem(k->get());
+  if (!kp) return kp.error();
+  if (auto r = write_with_mode(key, *kp, 0600); !r) return r.error();
+  if (auto r = write_with_mode(crt, *cp, 0644); !r) return r.error();
+  return true;
+}
+
+}  // namespace canopy::broker

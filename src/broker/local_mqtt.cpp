@@ -1,0 +1,591 @@
+// canopyd's MQTT 5 client for the local broker (see local_mqtt.hpp for why it exists).
+#include "canopy/broker/local_mqtt.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <fmt/format.h>
+
+#include "canopy/core/log.hpp"
+
+namespace canopy::broker {
+
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using error_code = boost::system::error_code;
+constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+
+// ------------------------------------------------------------------------------- wire format
+
+namespace wire {
+
+namespace {
+void put_u16(std::string& out, std::uint16_t v) {
+  out.push_back(static_cast<char>(v >> 8));
+  out.push_back(static_cast<char>(v & 0xff));
+}
+void put_u32(std::string& out, std::uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));
+}
+void put_str(std::string& out, std::string_view s) {
+  put_u16(out, static_cast<std::uint16_t>(s.size()));
+  out.append(s);
+}
+std::string packet(std::uint8_t first, const std::string& body) {
+  std::string out(1, static_cast<char>(first));
+  put_varint(out, static_cast<std::uint32_t>(body.size()));
+  out += body;
+  return out;
+}
+
+// A cursor over a packet's body; every read checks the bounds.
+struct Reader {
+  std::string_view b;
+  std::size_t at = 0;
+  bool ok = true;
+  std::size_t left() const { return b.size() - at; }
+  std::uint8_t u8() {
+    if (left() < 1) return fail(), 0;
+    return static_cast<std::uint8_t>(b[at++]);
+  }
+  std::uint16_t u16() {
+    if (left() < 2) return fail(), 0;
+    const auto v = static_cast<std::uint16_t>((static_cast<std::uint8_t>(b[at]) << 8) | static_cast<std::uint8_t>(b[at + 1]));
+    at += 2;
+    return v;
+  }
+  std::string_view bytes(std::size_t n) {
+    if (left() < n) return fail(), std::string_view();
+    auto s = b.substr(at, n);
+    at += n;
+    return s;
+  }
+  std::uint32_t varint() {
+    std::uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) {
+      const auto c = u8();
+      if (!ok) return 0;
+      v |= static_cast<std::uint32_t>(c & 0x7f) << (7 * i);
+      if ((c & 0x80) == 0) return v;
+    }
+    fail();
+    return 0;
+  }
+  void skip_properties() {
+    const auto n = varint();
+    if (ok) bytes(n);
+  }
+  void fail() { ok = false; }
+};
+}  // namespace
+
+void put_varint(std::string& out, std::uint32_t v) {
+  do {
+    std::uint8_t byte = v & 0x7f;
+    v >>= 7;
+    if (v > 0) byte |= 0x80;
+    out.push_back(static_cast<char>(byte));
+  } while (v > 0);
+}
+
+std::string connect(const LocalMqttOptions& o, bool clean_start) {
+  std::string body;
+  put_str(body, "MQTT");
+  body.push_back(5);                                          // protocol level: MQTT 5
+  body.push_back(static_cast<char>(clean_start ? 0x02 : 0));  // no username/password/will
+  put_u16(body, static_cast<std::uint16_t>(std::min<std::int64_t>(o.keep_alive.count(), 65535)));
+  std::string props;
+  props.push_back(0x11);  // Session Expiry Interval
+  put_u32(props, o.session_expiry_seconds);
+  props.push_back(0x21);  // Receive Maximum
+  put_u16(props, o.receive_maximum);
+  put_varint(body, static_cast<std::uint32_t>(props.size()));
+  body += props;
+  put_str(body, o.client_id);
+  return packet(0x10, body);
+}
+
+std::string subscribe(std::uint16_t packet_id, const std::vector<std::string>& filters) {
+  std::string body;
+  put_u16(body, packet_id);
+  body.push_back(0);  // no properties
+  for (const auto& f : filters) {
+    put_str(body, f);
+    body.push_back(0x01 | 0x04 | 0x08);  // QoS 1, No Local, Retain As Published
+  }
+  return packet(0x82, body);
+}
+
+std::string unsubscribe(std::uint16_t packet_id, const std::vector<std::string>& filters) {
+  std::string body;
+  put_u16(body, packet_id);
+  body.push_back(0);
+  for (const auto& f : filters) put_str(body, f);
+  return packet(0xa2, body);
+}
+
+std::string publish(std::uint16_t packet_id, std::string_view topic, std::string_view payload, int qos, bool retain) {
+  std::string body;
+  put_str(body, topic);
+  if (qos > 0) put_u16(body, packet_id);
+  body.push_back(0);  // no properties
+  body.append(payload);
+  return packet(static_cast<std::uint8_t>(0x30 | (qos > 0 ? 0x02 : 0) | (retain ? 0x01 : 0)), body);
+}
+
+std::string puback(std::uint16_t packet_id) {
+  std::string body;
+  put_u16(body, packet_id);
+  return packet(0x40, body);
+}
+
+std::string pingreq() { return std::string("\xc0\x00", 2); }
+std::string disconnect() { return std::string("\xe0\x00", 2); }
+
+result<std::pair<std::size_t, std::optional<Packet>>> parse(std::string_view buf, std::size_t max_packet) {
+  using R = std::pair<std::size_t, std::optional<Packet>>;
+  if (buf.size() < 2) return R{0, std::nullopt};
+  std::uint32_t len = 0;
+  std::size_t i = 1;
+  for (int n = 0;; ++n) {
+    if (i >= buf.size()) return R{0, std::nullopt};
+    if (n == 4) return make_error(errc::parse, "a packet length longer than 4 bytes");
+    const auto c = static_cast<std::uint8_t>(buf[i++]);
+    len |= static_cast<std::uint32_t>(c & 0x7f) << (7 * n);
+    if ((c & 0x80) == 0) break;
+  }
+  if (len > max_packet) return make_error(errc::parse, fmt::format("a packet of {} bytes, more than {}", len, max_packet));
+  if (buf.size() < i + len) return R{0, std::nullopt};
+  Packet p;
+  const auto first = static_cast<std::uint8_t>(buf[0]);
+  p.type = first >> 4;
+  p.flags = first & 0x0f;
+  Reader r{buf.substr(i, len)};
+  switch (p.type) {
+    case 2:  // CONNACK
+      p.session_present = (r.u8() & 1) != 0;
+      p.reason = r.u8();
+      break;
+    case 3: {  // PUBLISH
+      const int qos = (p.flags >> 1) & 3;
+      if (qos > 2) return make_error(errc::parse, "a PUBLISH with QoS 3");
+      p.message.qos = qos;
+      p.message.retain = (p.flags & 1) != 0;
+      p.message.dup = (p.flags & 8) != 0;
+      const auto tlen = r.u16();
+      p.message.topic = std::string(r.bytes(tlen));
+      if (qos > 0) p.packet_id = r.u16();
+      r.skip_properties();
+      if (r.ok) p.message.payload = std::string(r.bytes(r.left()));
+      break;
+    }
+    case 4:  // PUBACK
+      p.packet_id = r.u16();
+      if (r.ok && r.left() > 0) p.reason = r.u8();
+      break;
+    case 9:  // SUBACK
+    case 11:  // UNSUBACK
+      p.packet_id = r.u16();
+      r.skip_properties();
+      while (r.ok && r.left() > 0) p.suback_codes.push_back(r.u8());
+      if (!p.suback_codes.empty()) p.reason = p.suback_codes.front();
+      break;
+    case 13:  // PINGRESP
+      break;
+    case 14:  // DISCONNECT
+      if (r.left() > 0) p.reason = r.u8();
+      break;
+    default:
+      return make_error(errc::parse, fmt::format("an unexpected packet of type {} from the broker", p.type));
+  }
+  if (!r.ok) return make_error(errc::parse, fmt::format("a truncated packet of type {}", p.type));
+  return R{i + len, std::move(p)};
+}
+
+}  // namespace wire
+
+// ------------------------------------------------------------------------------- the client
+
+struct LocalMqttClient::Impl : std::enable_shared_from_this<Impl> {
+  Impl(net::any_io_executor ex, LocalMqttOptions o, OnMessage cb)
+      : executor(std::move(ex)), options(std::move(o)), on_message(std::move(cb)), socket(executor), timer(executor),
+        log(log::get("broker")) {}
+
+  net::any_io_executor executor;
+  LocalMqttOptions options;
+  OnMessage on_message;
+  tcp::socket socket;
+  net::steady_timer timer;  // backoff, keepalive
+  std::shared_ptr<spdlog::logger> log;
+  std::minstd_rand rng{std::random_device{}()};
+
+  bool stopping = false;
+  bool running = false;
+  std::uint64_t gen = 0;  // connection generation: acks and results of an old one are dropped
+  bool up = false;
+  std::vector<std::string> filters;
+  std::deque<std::string> outq;
+  bool writing = false;
+  std::uint16_t next_id = 1;
+  std::map<std::uint16_t, std::function<void(bool)>> pending_publishes;
+  std::set<std::uint16_t> subscribe_ids;
+  Clock::time_point last_rx;
+
+  mutable std::mutex status_mutex;
+  std::string state = "stopped";
+  std::string last_error;
+  std::uint64_t connects = 0, received = 0, acked = 0, published = 0, publish_failed = 0;
+
+  void set_state(const std::string& s, const std::string& err = {}) {
+    std::lock_guard lock(status_mutex);
+    state = s;
+    if (!err.empty()) last_error = err;
+  }
+
+  std::uint16_t take_id() {
+    for (int i = 0; i < 65535; ++i) {
+      const std::uint16_t id = next_id;
+      next_id = static_cast<std::uint16_t>(next_id == 65535 ? 1 : next_id + 1);
+      if (!pending_publishes.count(id) && !subscribe_ids.count(id)) return id;
+    }
+    return 0;
+  }
+
+  void send(std::string bytes) {
+    outq.push_back(std::move(bytes));
+    if (!writing) write_next();
+  }
+
+  void write_next() {
+    if (outq.empty() || !socket.is_open()) {
+      writing = false;
+      return;
+    }
+    writing = true;
+    auto self = shared_from_this();
+    net::async_write(socket, net::buffer(outq.front()), [self, g = gen](error_code ec, std::size_t) {
+      if (g != self->gen) return;
+      self->outq.pop_front();
+      if (ec) {
+        self->writing = false;
+        self->drop("writing to the local broker failed: " + ec.message());
+        return;
+      }
+      self->write_next();
+    });
+  }
+
+  // The connection is gone: fail what waited on it and let run() reconnect.
+  void drop(const std::string& why) {
+    if (!up && !socket.is_open()) return;
+    up = false;
+    error_code ignored;
+    socket.close(ignored);
+    outq.clear();
+    writing = false;
+    for (auto& [id, done] : std::exchange(pending_publishes, {}))
+      if (done) done(false);
+    subscribe_ids.clear();
+    ++gen;
+    timer.cancel();
+    if (!stopping) {
+      set_state("reconnecting", why);
+      log->warn("component=canopy.MqttBridge the connection to the local broker {}:{} ended: {}", options.host,
+                options.port, why);
+    }
+  }
+
+  void subscribe_all() {
+    if (filters.empty()) return;
+    const auto id = take_id();
+    subscribe_ids.insert(id);
+    send(wire::subscribe(id, filters));
+  }
+
+  net::awaitable<void> run() {
+    auto self = shared_from_this();
+    auto delay = options.reconnect_min;
+    bool first = true;
+    while (!stopping) {
+      if (!first) {
+        std::uniform_int_distribution<std::int64_t> jitter(delay.count() / 2, delay.count());
+        timer.expires_after(std::chrono::milliseconds(jitter(rng)));
+        co_await timer.async_wait(kTuple);
+        if (stopping) break;
+        delay = std::min(options.reconnect_max, delay * 2);
+      }
+      first = false;
+      set_state("connecting");
+      const bool ok = co_await session();
+      if (ok) delay = options.reconnect_min;  // it was up: start the backoff again
+    }
+    set_state("stopped");
+    running = false;
+  }
+
+  // One connection: connect, CONNACK, subscribe, then read until it ends. True if it got up.
+  net::awaitable<bool> session() {
+    auto self = shared_from_this();
+    const std::uint64_t g = ++gen;
+    error_code ec;
+    socket = tcp::socket(executor);
+    const tcp::endpoint ep(net::ip::make_address(options.host, ec), options.port);
+    if (ec) {
+      set_state("reconnecting", "bad local broker address " + options.host);
+      co_return false;
+    }
+    timer.expires_after(options.connect_timeout);
+    timer.async_wait([self, g](error_code e) {
+      if (!e && g == self->gen && !self->up) {
+        error_code ignored;
+        self->socket.close(ignored);
+      }
+    });
+    auto [cec] = co_await socket.async_connect(ep, kTuple);
+    if (cec) {
+      set_state("reconnecting", fmt::format("cannot connect to the local broker {}:{}: {}", options.host,
+                                            options.port, cec.message()));
+      co_return false;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    // Never a clean start: the broker's session holds what arrived while canopyd was away, and
+    // every message it sent but we did not acknowledge.
+    send(wire::connect(options, false));
+    std::string buf;
+    std::vector<char> chunk(64 * 1024);
+    bool got_up = false;
+    last_rx = Clock::now();
+    for (;;) {
+      auto [rec, n] = co_await socket.async_read_some(net::buffer(chunk), kTuple);
+      if (g != gen) co_return got_up;  // dropped meanwhile
+      if (rec) {
+        drop(rec == net::error::eof ? "the local broker closed the connection" : rec.message());
+        co_return got_up;
+      }
+      last_rx = Clock::now();
+      buf.append(chunk.data(), n);
+      std::size_t at = 0;
+      for (;;) {
+        auto parsed = wire::parse(std::string_view(buf).substr(at), 16u << 20);
+        if (!parsed) {
+          drop("a malformed packet from the local broker: " + parsed.error().message);
+          co_return got_up;
+        }
+        if (parsed->first == 0) break;
+        at += parsed->first;
+        auto& p = *parsed->second;
+        if (p.type == 2) {
+          if (p.reason != 0) {
+            drop(fmt::format("the local broker refused the connection (reason code {:#04x})", p.reason));
+            co_return got_up;
+          }
+          up = got_up = true;
+          {
+            std::lock_guard lock(status_mutex);
+            ++connects;
+            last_error.clear();
+          }
+          set_state("connected");
+          log->info("component=canopy.MqttBridge connected to the local broker {}:{} as {} (session {})", options.host,
+                    options.port, options.client_id, p.session_present ? "resumed" : "new");
+          subscribe_all();
+          keepalive(g);
+        } else if (p.type == 3) {
+          handle_publish(std::move(p.message), p.packet_id, g);
+        } else if (p.type == 4) {
+          auto it = pending_publishes.find(p.packet_id);
+          if (it != pending_publishes.end()) {
+            auto done = std::move(it->second);
+            pending_publishes.erase(it);
+            const bool ok = p.reason < 0x80;
+            {
+              std::lock_guard lock(status_mutex);
+              ok ? ++published : ++publish_failed;
+            }
+            if (done) done(ok);
+          }
+        } else if (p.type == 9) {
+          subscribe_ids.erase(p.packet_id);
+          for (std::size_t k = 0; k < p.suback_codes.size() && k < filters.size(); ++k)
+            if (p.suback_codes[k] >= 0x80)
+              log->error("component=canopy.MqttBridge the local broker refused the subscription to {} (reason code "
+                         "{:#04x})",
+                         filters[k], p.suback_codes[k]);
+        } else if (p.type == 14) {
+          drop(fmt::format("the local broker disconnected us (reason code {:#04x})", p.reason));
+          co_return got_up;
+        }
+      }
+      buf.erase(0, at);
+    }
+  }
+
+  void handle_publish(LocalMessage m, std::uint16_t packet_id, std::uint64_t g) {
+    {
+      std::lock_guard lock(status_mutex);
+      ++received;
+    }
+    if (m.qos == 0 || !on_message) {
+      if (on_message) on_message(std::move(m), [] {});
+      return;
+    }
+    std::weak_ptr<Impl> weak = shared_from_this();
+    auto once = std::make_shared<std::atomic<bool>>(false);
+    Ack ack = [weak, g, packet_id, once] {
+      if (once->exchange(true)) return;
+      auto s = weak.lock();
+      if (!s) return;
+      net::post(s->executor, [s, g, packet_id] {
+        if (g != s->gen || !s->up) return;  // the broker sends it again on the next connection
+        s->send(wire::puback(packet_id));
+        std::lock_guard lock(s->status_mutex);
+        ++s->acked;
+      });
+    };
+    if (m.qos == 2) {
+      // Not subscribed at QoS 2, so the broker never sends it; refuse rather than mis-handle.
+      drop("a QoS 2 message from the local broker, which this client does not subscribe to");
+      return;
+    }
+    on_message(std::move(m), std::move(ack));
+  }
+
+  void keepalive(std::uint64_t g) {
+    const auto every = std::chrono::milliseconds(options.keep_alive.count() * 750);
+    timer.expires_after(every);
+    timer.async_wait([self = shared_from_this(), g, every](error_code ec) {
+      if (ec || g != self->gen || !self->up) return;
+      if (Clock::now() - self->last_rx > every * 2) {
+        self->drop("the local broker stopped answering (keepalive)");
+        return;
+      }
+      self->send(wire::pingreq());
+      self->keepalive(g);
+    });
+  }
+};
+
+LocalMqttClient::LocalMqttClient(net::any_io_executor executor, LocalMqttOptions options, OnMessage on_message)
+    : impl_(std::make_shared<Impl>(std::move(executor), std::move(options), std::move(on_message))) {}
+
+LocalMqttClient::~LocalMqttClient() {
+  auto impl = impl_;
+  net::post(impl->executor, [impl] {
+    impl->stopping = true;
+    impl->drop("stopping");
+    impl->timer.cancel();
+  });
+}
+
+void LocalMqttClient::set_subscriptions(std::vector<std::string> filters) {
+  auto impl = impl_;
+  net::post(impl->executor, [impl, filters = std::move(filters)]() mutable {
+    std::vector<std::string> gone;
+    for (const auto& f : impl->filters)
+      if (std::find(filters.begin(), filters.end(), f) == filters.end()) gone.push_back(f);
+    impl->filters = std::move(filters);
+    if (!impl->up) return;
+    if (!gone.empty()) impl->send(wire::unsubscribe(impl->take_id(), gone));
+    impl->subscribe_all();
+  });
+}
+
+void LocalMqttClient::start() {
+  auto impl = impl_;
+  net::post(impl->executor, [impl] {
+    if (impl->running) return;
+    impl->running = true;
+    impl->stopping = false;
+    net::co_spawn(impl->executor, impl->run(), [impl](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        impl->log->critical("component=canopy.MqttBridge the local broker client stopped on an unexpected error: {}",
+                            ex.what());
+        impl->set_state("stopped", std::string("internal error: ") + ex.what());
+      }
+    });
+  });
+}
+
+void LocalMqttClient::stop() {
+  auto impl = impl_;
+  net::post(impl->executor, [impl] {
+    impl->stopping = true;
+    if (impl->up) {
+      // Best effort: the DISCONNECT goes out if the socket takes it right away.
+      error_code ignored;
+      const auto bye = wire::disconnect();
+      impl->socket.write_some(net::buffer(bye), ignored);
+    }
+    impl->drop("stopping");
+    impl->timer.cancel();
+    impl->set_state("stopped");
+  });
+}
+
+void LocalMqttClient::publish(std::string topic, std::string payload, int qos, std::function<void(bool)> done) {
+  auto impl = impl_;
+  net::post(impl->executor, [impl, topic = std::move(topic), payload = std::move(payload), qos,
+                             done = std::move(done)]() mutable {
+    if (!impl->up) {
+      std::lock_guard lock(impl->status_mutex);
+      ++impl->publish_failed;
+      if (done) done(false);
+      return;
+    }
+    if (qos == 0) {
+      impl->send(wire::publish(0, topic, payload, 0, false));
+      {
+        std::lock_guard lock(impl->status_mutex);
+        ++impl->published;
+      }
+      if (done) done(true);
+      return;
+    }
+    const auto id = impl->take_id();
+    if (id == 0) {
+      if (done) done(false);
+      return;
+    }
+    impl->pending_publishes.emplace(id, std::move(done));
+    impl->send(wire::publish(id, topic, payload, 1, false));
+  });
+}
+
+bool LocalMqttClient::connected() const {
+  std::lock_guard lock(impl_->status_mutex);
+  return impl_->state == "connected";
+}
+
+nlohmann::json LocalMqttClient::status() const {
+  const auto& i = *impl_;
+  std::lock_guard lock(i.status_mutex);
+  nlohmann::json j = {{"state", i.state},
+                      {"broker", fmt::format("{}:{}", i.options.host, i.options.port)},
+                      {"clientId", i.options.client_id},
+                      {"connects", i.connects},
+                      {"received", i.received},
+                      {"acknowledged", i.acked},
+                      {"published", i.published},
+                      {"publishFailed", i.publish_failed}};
+  if (!i.last_error.empty()) j["lastError"] = i.last_error;
+  return j;
+}
+
+}  // namespace canopy::broker
