@@ -2,7 +2,7 @@
 # a message is safe) and the topic mappings between LocalMqtt, Pubsub and IotCore.
 canopy_add_module(broker_bridge
   SOURCES local_mqtt.cpp bridge.cpp
-  DEPS canopy::core canopy::spool canopy::cloud canopy::pubsub Boost::headers nlohmann_json::nlohmann_json)
+  DEPS canopy::core canopy::broker canopy::spool canopy::cloud canopy::pubsub Boost::headers nlohmann_json::nlohmann_json)
 
 canopy_add_test(broker_bridge_test
   SOURCES local_mqtt_test.cpp bridge_test.cpp

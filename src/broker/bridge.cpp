@@ -7,6 +7,7 @@
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
 
+#include "canopy/broker/settings.hpp"
 #include "canopy/cloud/link.hpp"
 #include "canopy/core/log.hpp"
 #include "canopy/pubsub/router.hpp"
@@ -111,13 +112,8 @@ result<std::vector<Mapping>> parse_mappings(const nlohmann::json& j) {
 BridgeSettings read_bridge_settings(const nlohmann::json& bridge, const nlohmann::json& local_broker) {
   BridgeSettings out;
   std::vector<std::string> errors;
-  if (local_broker.is_object()) {
-    if (const auto it = local_broker.find("localPort"); it != local_broker.end() && it->is_number_unsigned() &&
-                                                          it->get<std::uint64_t>() <= 65535)
-      out.local_port = static_cast<std::uint16_t>(it->get<std::uint64_t>());
-    if (const auto it = local_broker.find("enabled"); it != local_broker.end() && it->is_boolean() && !it->get<bool>())
-      out.local_port = 0;
-  }
+  // The managed broker's own reading of its settings, so both agree on the port.
+  if (auto lb = parse_settings(local_broker)) out.local_port = lb->enabled ? static_cast<std::uint16_t>(lb->local_port) : 0;
   if (bridge.is_object()) {
     if (const auto it = bridge.find("brokerUri"); it != bridge.end() && !it->is_null()) {
       const std::string uri = it->is_string() ? it->get<std::string>() : std::string();

@@ -246,6 +246,73 @@ TEST(Bridge, Kill9RoundsLoseNothingTheLocalBrokerAccepted) {
   EXPECT_EQ(a.out_of_order, 0u);
 }
 
+// The managed broker end to end: a client device with a certificate issued by
+// `canopy client-device issue` publishes on the TLS listener; the bridge (default brokerUri:
+// the managed broker's loopback port) takes it to the cloud. Then the broker is killed: canopyd
+// restarts it, the bridge reconnects, and what was committed before is delivered.
+TEST(Bridge, ClientDeviceThroughTheManagedBrokerToTheCloudSurvivesABrokerKill) {
+  TempDir dir;
+  CloudBroker cloud(dir.path());
+  TcpProxy proxy(cloud.broker.port());
+  auto watcher = cloud.client("watcher");
+  ASSERT_TRUE(watcher->subscribe("gw/#", 1));
+  const int local_port = free_port(), tls_port = free_port();
+  auto cfg = cloud.config_for(proxy.port());
+  cfg.mqtt_yaml = "        maxPublishRate: 0\n";
+  const std::string extra =
+      "  canopy.LocalBroker:\n    configuration:\n      localPort: " + std::to_string(local_port) +
+      "\n      tlsPort: " + std::to_string(tls_port) +
+      "\n      clientDevices:\n        sensor7:\n          publish: ['clients/sensor7/#']\n          subscribe: []\n"
+      "  canopy.MqttBridge:\n    configuration:\n      mqttTopicMapping:\n" + std::string(kMappings);
+  Canopyd d(dir.path(), {.config_yaml = yaml(cfg) + extra, .extra_args = {}, .env = {}, .foreground = true, .notify = true});
+  ASSERT_TRUE(d.wait_ready());
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) {
+    return s["broker"].value("state", "") == "RUNNING" && s["bridge"]["localBroker"].value("state", "") == "connected" &&
+           cloud_state_is(s, "connected");
+  }, 30s)) << status(d).dump(2);
+
+  const fs::path out = dir.path() / "device";
+  fs::create_directories(out);
+  auto issued = run_command({canopy_cli_path().string(), "--root", d.root().string(), "client-device", "issue",
+                             "sensor7", "--out", out.string()});
+  ASSERT_EQ(issued.exit_code, 0) << issued.output;
+  MqttClient device({tls_port, "sensor7", out / "ca.crt", out / "sensor7.crt", out / "sensor7.key", true});
+  ASSERT_TRUE(device.publish("clients/sensor7/hello", "gw/clients/sensor7/hello:0", 1));
+  ASSERT_TRUE(watcher->wait_for(1, 20s));
+  EXPECT_EQ(watcher->messages()[0].topic, "gw/clients/sensor7/hello");
+
+  // With the cloud cut, messages go into the spool; then the broker is killed.
+  proxy.cut(true);
+  for (int i = 1; i <= 20; ++i)
+    ASSERT_TRUE(device.publish("clients/sensor7/hello", "gw/clients/sensor7/hello:" + std::to_string(i), 1));
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return s["spool"]["queued"].get<int>() == 20; }))
+      << status(d).dump(2);
+  const int pid = status(d)["broker"]["pid"].get<int>();
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_TRUE(wait_status(d, [pid](const nlohmann::json& s) {
+    return s["broker"].value("state", "") == "RUNNING" && s["broker"]["pid"] != pid &&
+           s["bridge"]["localBroker"].value("state", "") == "connected";
+  }, 30s)) << status(d).dump(2);
+  // The device reconnects (a new client) and goes on; the cloud comes back.
+  MqttClient device2({tls_port, "sensor7", out / "ca.crt", out / "sensor7.crt", out / "sensor7.key", true});
+  for (int i = 21; i <= 30; ++i)
+    ASSERT_TRUE(device2.publish("clients/sensor7/hello", "gw/clients/sensor7/hello:" + std::to_string(i), 1));
+  proxy.restore();
+  std::map<std::string, std::set<long>> expected;
+  for (long i = 0; i <= 30; ++i) expected["gw/clients/sensor7/hello"].insert(i);
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  Audit a;
+  while (std::chrono::steady_clock::now() < until) {
+    a = audit(watcher->messages(), expected);
+    if (a.missing == 0) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(a.missing, 0u) << status(d).dump(2);
+  EXPECT_EQ(a.out_of_order, 0u);
+  EXPECT_GE(status(d)["bridge"]["localBroker"]["connects"].get<int>(), 2);
+}
+
 TEST(Bridge, RefusesABadMappingClearlyAndKeepsRunning) {
   TempDir dir;
   CloudConfig cfg;
