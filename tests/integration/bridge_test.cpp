@@ -95,10 +95,6 @@ TEST(Bridge, LocalToCloudAndCloudToLocal) {
 }
 
 TEST(Bridge, PubsubAndLocalMqttBothWaysWithTheJsSdkAndNoLoops) {
-  const fs::path node = "/usr/bin/node";
-  const fs::path js = fs::path(CANOPY_SOURCE_DIR) / "tests" / "js";
-  if (!fs::exists(node) || !fs::exists(js / "node_modules" / "aws-iot-device-sdk-v2" / "package.json"))
-    GTEST_SKIP() << "node or the JS SDK is missing (scripts/setup.d/js-sdk.sh installs it)";
   TempDir dir;
   CloudConfig cfg;  // no cloud: only local mappings
   auto local = local_broker(dir.path());
@@ -130,27 +126,21 @@ TEST(Bridge, PubsubAndLocalMqttBothWaysWithTheJsSdkAndNoLoops) {
         {{"op", "sleep"}, {"ms", 1000}},
         {{"op", "expectEventCount"}, {"id", "loop"}, {"count", 1}},
         {{"op", "close"}}}}};
-  {
-    std::ofstream f(dir.path() / "sdk.json");
-    f << script.dump(2);
-  }
-  Process sdk({{node.string(), (js / "ipc_client.js").string(), (dir.path() / "sdk.json").string()},
-               {{"SVCUID", kPubToken}, {"AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", (d.root() / "ipc.socket").string()}},
-               dir.path() / "sdk.out",
-               true});
+  std::string skip;
+  auto sdk = start_sdk_script(dir.path(), d, script, skip);
+  if (!sdk) GTEST_SKIP() << skip;
   // The device sends an actuator command and a loop message until the component has them.
   const auto until = std::chrono::steady_clock::now() + 30s;
   std::optional<int> code;
   bool sent_loop = false;
-  while (!(code = sdk.wait(300ms)) && std::chrono::steady_clock::now() < until) {
+  while (!(code = sdk->wait(300ms)) && std::chrono::steady_clock::now() < until) {
     device->publish("actuators/valve", "open", 1);
     if (!sent_loop && mapping_status(d, "actuatorsIn").value("forwarded", 0) > 0) {
       ASSERT_TRUE(device->publish("loop/x", "once", 1));
       sent_loop = true;
     }
   }
-  std::ifstream in(dir.path() / "sdk.out");
-  const std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string out = sdk_output(dir.path());
   ASSERT_TRUE(code.has_value()) << out;
   EXPECT_EQ(*code, 0) << out;
   // Pub/sub to local: the component's sensor reading reached the device.

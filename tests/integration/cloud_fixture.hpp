@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -118,6 +119,33 @@ bool wait_status(const Canopyd& d, Pred pred, std::chrono::milliseconds deadline
 
 inline bool cloud_state_is(const nlohmann::json& s, const std::string& state) {
   return s.contains("cloud") && s["cloud"].is_object() && s["cloud"].value("state", "") == state;
+}
+
+/// The JS SDK client (tests/js/ipc_client.js) as component com.example.Pub, running `script`;
+/// its output goes to <dir>/sdk.out. Null (with the reason in `skip`) when node or the SDK is
+/// missing.
+inline std::unique_ptr<Process> start_sdk_script(const fs::path& dir, const Canopyd& d, const nlohmann::json& script,
+                                                 std::string& skip) {
+  const fs::path node = "/usr/bin/node";
+  const fs::path js = fs::path(CANOPY_SOURCE_DIR) / "tests" / "js";
+  if (!fs::exists(node) || !fs::exists(js / "node_modules" / "aws-iot-device-sdk-v2" / "package.json")) {
+    skip = "node or the JS SDK is missing (scripts/setup.d/js-sdk.sh installs it)";
+    return nullptr;
+  }
+  {
+    std::ofstream f(dir / "sdk.json");
+    f << script.dump(2);
+  }
+  return std::make_unique<Process>(Process::Spec{
+      {node.string(), (js / "ipc_client.js").string(), (dir / "sdk.json").string()},
+      {{"SVCUID", kPubToken}, {"AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", (d.root() / "ipc.socket").string()}},
+      dir / "sdk.out",
+      true});
+}
+
+inline std::string sdk_output(const fs::path& dir) {
+  std::ifstream in(dir / "sdk.out");
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 /// Checks the "every message arrived, in order per topic" promise on payloads "<topic>:<seq>":

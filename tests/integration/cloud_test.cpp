@@ -86,11 +86,6 @@ TEST(CloudLink, PublishesThroughTheSpoolAndReceivesCloudSubscriptions) {
 // The real AWS IoT Device SDK for JavaScript as the component: PublishToIoTCore and
 // SubscribeToIoTCore through greengrasscoreipc, and an unauthorized topic refused.
 TEST(CloudLink, WorksWithTheAwsIotDeviceSdk) {
-  const fs::path node = "/usr/bin/node";
-  const fs::path js = fs::path(CANOPY_SOURCE_DIR) / "tests" / "js";
-  if (!fs::exists(node)) GTEST_SKIP() << "node is not installed at " << node;
-  if (!fs::exists(js / "node_modules" / "aws-iot-device-sdk-v2" / "package.json"))
-    GTEST_SKIP() << "the JS SDK is missing (run scripts/setup.d/js-sdk.sh)";
   TempDir dir;
   CloudBroker cloud(dir.path());
   auto watcher = cloud.client("watcher");
@@ -109,22 +104,15 @@ TEST(CloudLink, WorksWithTheAwsIotDeviceSdk) {
         {{"op", "publishToIoTCore"}, {"topicName", "secret/x"}, {"text", "no"}, {"expectError", "UnauthorizedError"}},
         {{"op", "waitEvents"}, {"id", "down"}, {"count", 1}, {"timeoutMs", 30000}},
         {{"op", "close"}}}}};
-  const fs::path script_file = dir.path() / "sdk.json";
-  {
-    std::ofstream f(script_file);
-    f << script.dump(2);
-  }
-  Process sdk({{node.string(), (js / "ipc_client.js").string(), script_file.string()},
-               {{"SVCUID", kPubToken}, {"AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", (d.root() / "ipc.socket").string()}},
-               dir.path() / "sdk.out",
-               true});
+  std::string skip;
+  auto sdk = start_sdk_script(dir.path(), d, script, skip);
+  if (!sdk) GTEST_SKIP() << skip;
   // The cloud sends a command until the component has it.
   auto sender = cloud.client("sender");
   std::optional<int> code;
   const auto until = std::chrono::steady_clock::now() + 60s;
-  while (!(code = sdk.wait(200ms)) && std::chrono::steady_clock::now() < until) sender->publish("down/gw/cmd", "reboot", 1);
-  std::ifstream in(dir.path() / "sdk.out");
-  const std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!(code = sdk->wait(200ms)) && std::chrono::steady_clock::now() < until) sender->publish("down/gw/cmd", "reboot", 1);
+  const std::string out = sdk_output(dir.path());
   ASSERT_TRUE(code.has_value()) << out;
   EXPECT_EQ(*code, 0) << out;
   EXPECT_THAT(out, HasSubstr(R"("event":"iotCoreMessage")"));
