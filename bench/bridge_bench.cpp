@@ -5,9 +5,11 @@
 // (client certificate, QoS 1) receives everything. Prints figures; asserts nothing.
 // Run through bench/bridge_compare.sh and bench/bridge_outage.sh.
 //
-//   bridge_bench compare CLOUD_PORT PKI_DIR N WINDOW LABEL=LOCAL_PORT [LABEL=LOCAL_PORT ...]
+//   bridge_bench compare CLOUD_PORT PKI_DIR N WINDOW RATE LABEL=LOCAL_PORT [LABEL=LOCAL_PORT ...]
 //     For each candidate in turn: N messages (QoS 1, 256 B, topic bench/LABEL) published to
-//     127.0.0.1:LOCAL_PORT with at most WINDOW unacknowledged by the local broker. Throughput is
+//     127.0.0.1:LOCAL_PORT with at most WINDOW unacknowledged by the local broker; RATE > 0 paces
+//     the publisher at RATE msg/s (0: as fast as the window allows, so that latency then includes
+//     the backlog queued in front of the slower bridge). Throughput is
 //     distinct messages received at the cloud subscriber / (last receipt - first send); latency
 //     p50/p99 is send -> receipt. Then the ratio first candidate / second candidate.
 //
@@ -62,7 +64,7 @@ struct Run {
   std::vector<std::uint8_t> seen;
   std::vector<std::int64_t> latencies;
   std::atomic<std::int64_t> distinct{0}, duplicates{0};
-  std::atomic<std::int64_t> last_new_epoch{0};
+  std::atomic<std::int64_t> first_new_epoch{0}, last_new_epoch{0};
   std::int64_t bad = 0;
   std::int64_t first_rx_ns = 0, last_rx_ns = 0;  // steady clock
 
@@ -106,9 +108,13 @@ struct Subscriber {
     }
     flag = 1;
     r->latencies.push_back(t - sent);
-    if (r->first_rx_ns == 0) r->first_rx_ns = t;
+    const std::int64_t e = epoch_ns();
+    if (r->first_rx_ns == 0) {
+      r->first_rx_ns = t;
+      r->first_new_epoch.store(e, std::memory_order_relaxed);
+    }
     r->last_rx_ns = t;
-    r->last_new_epoch.store(epoch_ns(), std::memory_order_relaxed);
+    r->last_new_epoch.store(e, std::memory_order_relaxed);
     r->distinct.fetch_add(1, std::memory_order_release);
   }
   static void on_connect(mosquitto*, void* obj, int rc) {
@@ -231,7 +237,8 @@ struct Figures {
   double rate = 0, p50 = 0, p99 = 0;
 };
 
-Figures run_compare(Subscriber& sub, const std::string& label, int port, std::int64_t n, std::int64_t window) {
+Figures run_compare(Subscriber& sub, const std::string& label, int port, std::int64_t n, std::int64_t window,
+                    double rate) {
   Run run;
   run.prepare("bench/" + label, n);
   sub.run.store(&run, std::memory_order_release);
@@ -241,8 +248,14 @@ Figures run_compare(Subscriber& sub, const std::string& label, int port, std::in
     sub.run.store(nullptr, std::memory_order_release);
     return {};
   }
+  const auto t0 = Clock::now();
   const std::int64_t start = now_ns();
-  for (std::int64_t i = 0; i < n; ++i) pub.publish(run.topic, i, window);
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (rate > 0)
+      std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(static_cast<double>(i) / rate)));
+    pub.publish(run.topic, i, window);
+  }
   pub.drain(std::chrono::seconds(300));
   const std::int64_t acked_ns = pub.last_ack_ns;
   const auto until = Clock::now() + std::chrono::seconds(300);
@@ -256,10 +269,11 @@ Figures run_compare(Subscriber& sub, const std::string& label, int port, std::in
   const std::int64_t got = run.distinct.load();
   const double secs = static_cast<double>(run.last_rx_ns - start) / 1e9;
   Figures f{secs > 0 ? static_cast<double>(got) / secs : 0.0, pct(l, 0.5), pct(l, 0.99)};
-  std::printf("%-10s QoS 1 payload=%zu B N=%lld window=%lld: %.0f msg/s at the cloud subscriber (%.2f s), "
+  std::printf("%-10s QoS 1 payload=%zu B N=%lld window=%lld%s: %.0f msg/s at the cloud subscriber (%.2f s), "
               "latency p50=%.2f ms p99=%.2f ms max=%.2f ms, received=%lld missing=%lld duplicates=%lld, "
               "local broker acked all in %.2f s, failed publishes=%lld\n",
-              label.c_str(), kPayload, static_cast<long long>(n), static_cast<long long>(window), f.rate, secs, f.p50,
+              label.c_str(), kPayload, static_cast<long long>(n), static_cast<long long>(window),
+              rate > 0 ? (" paced at " + std::to_string(static_cast<long long>(rate)) + " msg/s").c_str() : "", f.rate, secs, f.p50,
               f.p99, pct(l, 1.0), static_cast<long long>(got), static_cast<long long>(n - got),
               static_cast<long long>(run.duplicates.load()), static_cast<double>(acked_ns - start) / 1e9,
               static_cast<long long>(pub.failed.load()));
@@ -268,22 +282,23 @@ Figures run_compare(Subscriber& sub, const std::string& label, int port, std::in
 }
 
 int mode_compare(int argc, char** argv) {
-  if (argc < 7) return 2;
+  if (argc < 8) return 2;
   const int cloud = std::stoi(argv[2]);
   const std::string pki = argv[3];
   const std::int64_t n = std::stoll(argv[4]), window = std::stoll(argv[5]);
+  const double rate = std::stod(argv[6]);
   Subscriber sub;
   if (!sub.start(cloud, pki, "bench/#")) {
     std::fprintf(stderr, "subscriber: cannot connect/subscribe on port %d\n", cloud);
     return 1;
   }
   std::vector<std::pair<std::string, Figures>> all;
-  for (int i = 6; i < argc; ++i) {
+  for (int i = 7; i < argc; ++i) {
     const std::string arg = argv[i];
     const auto eq = arg.find('=');
     if (eq == std::string::npos) return 2;
     const std::string label = arg.substr(0, eq);
-    all.emplace_back(label, run_compare(sub, label, std::stoi(arg.substr(eq + 1)), n, window));
+    all.emplace_back(label, run_compare(sub, label, std::stoi(arg.substr(eq + 1)), n, window, rate));
   }
   if (all.size() >= 2 && all[1].second.rate > 0 && all[1].second.p50 > 0 && all[1].second.p99 > 0)
     std::printf("ratio %s/%s: throughput %.2fx, latency p50 %.2fx, p99 %.2fx\n", all[0].first.c_str(), all[1].first.c_str(),
@@ -362,12 +377,14 @@ int mode_outage(int argc, char** argv) {
   sub.stop();
   const std::int64_t got = run.distinct.load();
   const std::int64_t last = run.last_new_epoch.load();
+  const std::int64_t first = run.first_new_epoch.load();
   const double drain = last > restored ? static_cast<double>(last - restored) / 1e9 : -1.0;
-  std::printf("%-14s published=%lld delivered=%lld lost=%lld (%.2f%%) duplicates=%lld; drain: last new message %.2f s "
-              "after the hop was restored (%.0f msg/s over the drain)%s\n",
+  const double first_s = first > restored ? static_cast<double>(first - restored) / 1e9 : -1.0;
+  std::printf("%-14s published=%lld delivered=%lld lost=%lld (%.2f%%) duplicates=%lld; after the hop was restored: "
+              "first message %.2f s, last new message (drain time) %.2f s (%.0f msg/s over the drain)%s\n",
               label.c_str(), static_cast<long long>(n), static_cast<long long>(got), static_cast<long long>(n - got),
               100.0 * static_cast<double>(n - got) / static_cast<double>(n), static_cast<long long>(run.duplicates.load()),
-              drain, drain > 0 ? static_cast<double>(got - while_cut) / drain : 0.0,
+              first_s, drain, drain > 0 ? static_cast<double>(got - while_cut) / drain : 0.0,
               got < n ? " (stopped waiting: no new message for the quiet period)" : "");
   std::fflush(stdout);
   return 0;
@@ -382,7 +399,7 @@ int main(int argc, char** argv) {
   if (mode == "compare") rc = mode_compare(argc, argv);
   else if (mode == "outage") rc = mode_outage(argc, argv);
   if (rc == 2)
-    std::fprintf(stderr, "usage: bridge_bench compare CLOUD_PORT PKI_DIR N WINDOW LABEL=LOCAL_PORT...\n"
+    std::fprintf(stderr, "usage: bridge_bench compare CLOUD_PORT PKI_DIR N WINDOW RATE LABEL=LOCAL_PORT...\n"
                          "       bridge_bench outage CLOUD_PORT PKI_DIR LOCAL_PORT LABEL SECONDS RATE DIR [QUIET_S]\n");
   mosquitto_lib_cleanup();
   return rc;

@@ -10,12 +10,15 @@
 # bridge's in-flight window to the cloud, like canopyd's mqtt.maxInflight 100; A: 1000, canopyd
 # acks each message only after the spool commit), max_queued_messages 1000000 (so that neither
 # drops in a burst; Mosquitto's default 1000 drops, see bridge_outage.sh).
-#   bench/bridge_compare.sh [BUILD_DIR] [N] [WINDOW]
+#   bench/bridge_compare.sh [BUILD_DIR] [N] [WINDOW] [RATE]
+# RATE (msg/s, default 0 = unpaced): with 0 the publisher outruns the slower bridge and latency
+# includes the backlog; a RATE below both bridges' capacity gives the path latency.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build-release}
 N=${2:-50000}
 WINDOW=${3:-100}
+RATE=${4:-0}
 BENCH=$BUILD/bench/bridge_bench
 T=$(mktemp -d /tmp/canopy-bridge-cmp-XXXXXX)
 case "$T" in /tmp/canopy-bridge-cmp-*) ;; *) echo "bridge_compare.sh: mktemp failed" >&2; exit 1 ;; esac
@@ -40,8 +43,8 @@ wait_cloud connected 30
 wait_local_bridge 30
 wait_bridge mosq-edge 30
 echo "== local broker -> cloud bridge: N=$N, QoS 1, 256 B, publisher window $WINDOW; cloud 127.0.0.1:$CLOUD (TLS, require_certificate); canopy local broker :$PA, mosquitto edge :$PB =="
-echo "+ $BENCH compare $CLOUD $T/pki $N $WINDOW canopy=$PA mosquitto=$PB"
-"$BENCH" compare "$CLOUD" "$T/pki" "$N" "$WINDOW" "canopy=$PA" "mosquitto=$PB"
+echo "+ $BENCH compare $CLOUD $T/pki $N $WINDOW $RATE canopy=$PA mosquitto=$PB"
+"$BENCH" compare "$CLOUD" "$T/pki" "$N" "$WINDOW" "$RATE" "canopy=$PA" "mosquitto=$PB"
 echo "canopyd: $(bridge_status)"
 echo "canopyd VmHWM $(awk '/VmHWM/{print $2, $3}' /proc/$CANOPYD_PID/status)"
 grep -h "dropped" "$T"/*/mosquitto.log "$T/broker/mosquitto.log" 2>/dev/null | sed 's/^/broker log: /' || true

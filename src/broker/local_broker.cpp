@@ -22,6 +22,7 @@
 #include "canopy/core/file.hpp"
 #include "canopy/core/log.hpp"
 #include "canopy/lifecycle/process.hpp"
+#include "canopy/trust/tls_identity.hpp"
 
 namespace canopy::broker {
 namespace fs = std::filesystem;
@@ -197,11 +198,7 @@ struct LocalBroker::Impl {
     fs::create_directories(files.dir, ec);
     if (ec) return make_error(errc::io, fmt::format("cannot create {}: {}", files.dir.string(), ec.message()));
     if (auto r = share(files.dir, 0750); !r) return r;
-    if (!ca) {
-      auto c = LocalCa::open_or_create(files.ca_dir);
-      if (!c) return c.error();
-      ca = std::move(*c);
-    }
+    if (auto r = ensure_ca(s); !r) return r;
     std::vector<std::string> ips = {"127.0.0.1", "::1"};
     if (s.tls_bind_address != "0.0.0.0" && s.tls_bind_address != "::" &&
         std::find(ips.begin(), ips.end(), s.tls_bind_address) == ips.end())
@@ -232,6 +229,23 @@ struct LocalBroker::Impl {
     for (const char* p : {"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto"})
       if (::access(p, X_OK) == 0) return p;
     return {};
+  }
+
+  // The local CA, once: its key from a file made at the first start, or from the TPM (caKey).
+  // A caKey change takes effect at the next start of canopyd.
+  result<void> ensure_ca(const Settings& s) {
+    if (ca) return ok();
+    std::shared_ptr<trust::PrivateKey> key;
+    if (!s.ca_key.empty()) {
+      auto k = trust::PrivateKey::load(s.ca_key, options.tpm_tcti, std::string(kKeyPrefix) + "caKey");
+      if (!k) return k.error();
+      key = std::move(*k);
+      log->info("component={} the local CA's key is {}", kComponentName, key->description());
+    }
+    auto c = LocalCa::open_or_create(files.ca_dir, std::move(key));
+    if (!c) return c.error();
+    ca = std::move(*c);
+    return ok();
   }
 
   void start_now() {
@@ -477,9 +491,9 @@ result<nlohmann::json> LocalBroker::issue_client_certificate(const std::string& 
   if (!i.ca) {
     std::error_code ec;
     fs::create_directories(i.files.dir, ec);
-    auto c = LocalCa::open_or_create(i.files.ca_dir);
-    if (!c) return c.error();
-    i.ca = std::move(*c);
+    auto s = parse_settings(i.store.get(config::component_config_path(kComponentName)).value_or(nlohmann::json()));
+    if (!s) return s.error();
+    if (auto r = i.ensure_ca(*s); !r) return r.error();
   }
   auto cert = i.ca->issue_client(name, days);
   if (!cert) return cert.error();

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <ctime>
 
 #include <fmt/format.h>
@@ -17,6 +18,7 @@
 
 #include "canopy/broker/settings.hpp"
 #include "canopy/core/file.hpp"
+#include "canopy/trust/tls_identity.hpp"
 
 namespace canopy::broker {
 namespace fs = std::filesystem;
@@ -97,7 +99,8 @@ bool add_ext(X509* cert, X509* issuer, int nid, const std::string& value) {
 // Builds and signs a certificate for `key` (subject CN = cn). `issuer`/`issuer_key` null:
 // self-signed. Starts one hour in the past, to tolerate small clock differences between peers.
 result<X509Ptr> make_cert(EVP_PKEY* key, const std::string& cn, int days, X509* issuer, EVP_PKEY* issuer_key,
-                          const std::vector<std::pair<int, std::string>>& extensions) {
+                          const std::vector<std::pair<int, std::string>>& extensions,
+                          OSSL_LIB_CTX* signing_libctx = nullptr) {
   X509Ptr x(X509_new());
   if (!x) return make_error(errc::io, "cannot allocate a certificate: " + ssl_error());
   unsigned char serial[16];
@@ -119,8 +122,14 @@ result<X509Ptr> make_cert(EVP_PKEY* key, const std::string& cn, int days, X509* 
     if (!add_ext(x.get(), issuer ? issuer : x.get(), nid, value))
       return make_error(errc::io, fmt::format("cannot add the extension {} to the certificate for {}: {}", value, cn,
                                               ssl_error()));
-  if (X509_sign(x.get(), issuer_key ? issuer_key : key, EVP_sha256()) == 0)
-    return make_error(errc::io, fmt::format("cannot sign the certificate for {}: {}", cn, ssl_error()));
+  // Signed in the signing key's own library context: a TPM key signs inside the TPM.
+  EVP_MD_CTX* md = EVP_MD_CTX_new();
+  const bool signed_ok = md != nullptr &&
+                         EVP_DigestSignInit_ex(md, nullptr, "SHA256", signing_libctx, nullptr,
+                                               issuer_key ? issuer_key : key, nullptr) == 1 &&
+                         X509_sign_ctx(x.get(), md) > 0;
+  EVP_MD_CTX_free(md);
+  if (!signed_ok) return make_error(errc::io, fmt::format("cannot sign the certificate for {}: {}", cn, ssl_error()));
   return x;
 }
 
@@ -134,16 +143,36 @@ result<void> write_with_mode(const fs::path& file, const std::string& text, mode
 }  // namespace
 
 struct LocalCa::Impl {
-  KeyPtr key;
+  KeyPtr key;                                   // a key file's key
+  std::shared_ptr<trust::PrivateKey> external;  // or a TPM key
   X509Ptr cert;
+  EVP_PKEY* signing_key() const { return external ? external->get() : key.get(); }
+  OSSL_LIB_CTX* libctx() const { return external ? external->library_context() : nullptr; }
 };
+
+namespace {
+// True when `cert` holds the public half of `key` (compared as DER: a TPM key lives in another
+// provider, where EVP_PKEY_eq may refuse to compare).
+bool cert_matches_key(X509* cert, EVP_PKEY* key) {
+  EVP_PKEY* pub = X509_get0_pubkey(cert);
+  if (pub == nullptr) return false;
+  unsigned char* a = nullptr;
+  unsigned char* b = nullptr;
+  const int na = i2d_PUBKEY(pub, &a), nb = i2d_PUBKEY(key, &b);
+  const bool same = na > 0 && na == nb && std::memcmp(a, b, static_cast<std::size_t>(na)) == 0;
+  OPENSSL_free(a);
+  OPENSSL_free(b);
+  ERR_clear_error();
+  return same;
+}
+}  // namespace
 
 LocalCa::LocalCa(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 LocalCa::LocalCa(LocalCa&&) noexcept = default;
 LocalCa& LocalCa::operator=(LocalCa&&) noexcept = default;
 LocalCa::~LocalCa() = default;
 
-result<LocalCa> LocalCa::open_or_create(const fs::path& dir) {
+result<LocalCa> LocalCa::open_or_create(const fs::path& dir, std::shared_ptr<trust::PrivateKey> external) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return make_error(errc::io, fmt::format("cannot create {}: {}", dir.string(), ec.message()));
@@ -153,7 +182,37 @@ result<LocalCa> LocalCa::open_or_create(const fs::path& dir) {
   const bool have_key = fs::exists(key_file), have_crt = fs::exists(crt_file);
   auto impl = std::make_unique<Impl>();
   std::string pem;
-  if (!have_key && !have_crt) {
+  if (external) {
+    // The key is in the TPM: only the certificate lives here.
+    if (have_key)
+      return make_error(errc::corrupt, fmt::format("caKey names a TPM key ({}) but {} exists too: remove the file (and "
+                                                   "ca.crt, to make a new CA with the TPM key; every client device "
+                                                   "certificate must then be issued again), or drop caKey",
+                                                   external->description(), key_file.string()));
+    impl->external = std::move(external);
+    if (have_crt) {
+      auto ct = read_file(crt_file);
+      if (!ct) return ct.error();
+      impl->cert = parse_cert(*ct);
+      if (!impl->cert || !cert_matches_key(impl->cert.get(), impl->external->get()))
+        return make_error(errc::corrupt, fmt::format("{} is not the certificate of the CA key {}: restore the right "
+                                                     "one, or remove it to make a new CA certificate for that key",
+                                                     crt_file.string(), impl->external->description()));
+      pem = std::move(*ct);
+    } else {
+      auto cert = make_cert(impl->external->get(), "Canopy local CA " + host_name(), 3650, nullptr, nullptr,
+                            {{NID_basic_constraints, "critical,CA:TRUE"},
+                             {NID_key_usage, "critical,keyCertSign,cRLSign"},
+                             {NID_subject_key_identifier, "hash"}},
+                            impl->libctx());
+      if (!cert) return cert.error();
+      auto cp = cert_pem(cert->get());
+      if (!cp) return cp.error();
+      if (auto r = write_with_mode(crt_file, *cp, 0644); !r) return r.error();
+      impl->cert = std::move(*cert);
+      pem = std::move(*cp);
+    }
+  } else if (!have_key && !have_crt) {
     auto key = new_p256_key();
     if (!key) return key.error();
     auto cert = make_cert(key->get(), "Canopy local CA " + host_name(), 3650, nullptr, nullptr,
@@ -208,12 +267,13 @@ result<IssuedCertificate> LocalCa::issue_client(const std::string& name, int day
     return make_error(errc::invalid, fmt::format("days must be from 1 to 3650, not {}", days));
   auto key = new_p256_key();
   if (!key) return key.error();
-  auto cert = make_cert(key->get(), name, days, impl_->cert.get(), impl_->key.get(),
+  auto cert = make_cert(key->get(), name, days, impl_->cert.get(), impl_->signing_key(),
                         {{NID_basic_constraints, "critical,CA:FALSE"},
                          {NID_key_usage, "critical,digitalSignature"},
                          {NID_ext_key_usage, "clientAuth"},
                          {NID_subject_key_identifier, "hash"},
-                         {NID_authority_key_identifier, "keyid"}});
+                         {NID_authority_key_identifier, "keyid"}},
+                        impl_->libctx());
   if (!cert) return cert.error();
   auto cp = cert_pem(cert->get());
   if (!cp) return cp.error();
@@ -246,13 +306,14 @@ result<bool> LocalCa::ensure_server_certificate(const fs::path& crt, const fs::p
   for (const auto& d : dns_names) san += (san.empty() ? "DNS:" : ",DNS:") + d;
   for (const auto& i : ip_addresses) san += (san.empty() ? "IP:" : ",IP:") + i;
   auto cert = make_cert(k->get(), dns_names.empty() ? std::string("localhost") : dns_names.front(), days,
-                        impl_->cert.get(), impl_->key.get(),
+                        impl_->cert.get(), impl_->signing_key(),
                         {{NID_basic_constraints, "critical,CA:FALSE"},
                          {NID_key_usage, "critical,digitalSignature"},
                          {NID_ext_key_usage, "serverAuth"},
                          {NID_subject_alt_name, san},
                          {NID_subject_key_identifier, "hash"},
-                         {NID_authority_key_identifier, "keyid"}});
+                         {NID_authority_key_identifier, "keyid"}},
+                        impl_->libctx());
   if (!cert) return cert.error();
   auto cp = cert_pem(cert->get());
   if (!cp) return cp.error();

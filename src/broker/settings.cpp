@@ -145,6 +145,10 @@ result<Settings> parse_settings(const nlohmann::json& c) {
     if (!b) return b.error();
     s.persistence = *b;
   }
+  if (const auto* v = member(c, "caKey")) {
+    if (!v->is_string()) return bad("caKey", "a TPM key: handle:0x81000000-0x81ffffff or the path of a TSS2 PEM key file", *v);
+    s.ca_key = v->get<std::string>();
+  }
   if (const auto* v = member(c, "clientDevices")) {
     if (!v->is_object())
       return bad("clientDevices", "a mapping of device names to {publish: [filters], subscribe: [filters]}", *v);

@@ -402,6 +402,7 @@ class Daemon {
     bo.log_file_bytes = config_.logging.file_size_kb * 1024;
     bo.log_files = config_.logging.max_files;
     bo.stop_grace = std::chrono::seconds(config_.lifecycle.stop_grace_seconds);
+    bo.tpm_tcti = config_.mqtt.tpm_tcti;
     local_broker_ = std::make_unique<broker::LocalBroker>(services_, bo, *store_, *launcher_, *processes_);
     ctx_->builtin_components = [this] { return std::vector<lifecycle::ComponentInfo>{local_broker_->info()}; };
     ctx_->builtin_component_action = [this](const std::string& name, const std::string& action) -> result<void> {

@@ -115,30 +115,95 @@ std::int64_t to_unix(const ASN1_TIME* t) {
 
 }  // namespace
 
-struct TlsIdentity::Impl {
+struct PrivateKey::Impl {
   std::unique_ptr<OSSL_LIB_CTX, LibCtxDeleter> libctx;  // null: the default context (file keys)
   OSSL_PROVIDER* tpm2 = nullptr;
   OSSL_PROVIDER* deflt = nullptr;
   std::unique_ptr<EVP_PKEY, PkeyDeleter> key;
-  std::unique_ptr<SSL_CTX, CtxDeleter> ctx;
   KeyStorage storage = KeyStorage::file;
-  std::string key_description;
-  std::string subject;
-  std::int64_t not_after = 0;
+  std::string description;
 
   ~Impl() {
-    ctx.reset();
     key.reset();
     if (tpm2) OSSL_PROVIDER_unload(tpm2);
     if (deflt) OSSL_PROVIDER_unload(deflt);
   }
 };
 
+PrivateKey::PrivateKey(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PrivateKey::~PrivateKey() = default;
+EVP_PKEY* PrivateKey::get() const { return impl_->key.get(); }
+OSSL_LIB_CTX* PrivateKey::library_context() const { return impl_->libctx.get(); }
+KeyStorage PrivateKey::storage() const { return impl_->storage; }
+const std::string& PrivateKey::description() const { return impl_->description; }
+
+result<std::shared_ptr<PrivateKey>> PrivateKey::load(const std::string& key_uri, const std::string& tpm_tcti,
+                                                     const std::string& what) {
+  ERR_clear_error();
+  auto impl = std::make_unique<Impl>();
+  if (key_uri.empty()) return make_error(errc::config, what + " is not set");
+  // Where the key lives decides the library context.
+  if (key_uri.rfind("handle:", 0) == 0) {
+    impl->storage = KeyStorage::tpm_handle;
+    impl->description = "TPM handle " + key_uri.substr(7);
+  } else {
+    const fs::path p(key_uri);
+    if (auto m = check_private_key_file_mode(p); !m)
+      return make_error(m.error().code, fmt::format("{} ({})", m.error().message, what));
+    if (is_tss2_key_file(p)) {
+      impl->storage = KeyStorage::tpm_key_file;
+      impl->description = "TPM key file " + key_uri;
+    } else {
+      impl->description = "file " + key_uri;
+    }
+  }
+  OSSL_LIB_CTX* lctx = nullptr;
+  if (impl->storage != KeyStorage::file) {
+    // The provider reads its TCTI from the environment when it is loaded.
+    if (!tpm_tcti.empty()) ::setenv("TPM2OPENSSL_TCTI", tpm_tcti.c_str(), 1);
+    impl->libctx.reset(OSSL_LIB_CTX_new());
+    lctx = impl->libctx.get();
+    if (lctx == nullptr) return make_error(errc::io, "cannot create an OpenSSL library context for the TPM key");
+    impl->tpm2 = OSSL_PROVIDER_load(lctx, "tpm2");  // first: see the header (tpm2-openssl 1.1.1)
+    if (impl->tpm2 == nullptr) {
+      const std::string why = last_tls_error("the provider did not load");
+      const char* tcti = std::getenv("TPM2OPENSSL_TCTI");
+      return make_error(errc::no_connection,
+                        fmt::format("cannot use the TPM for the key {} ({}): the OpenSSL tpm2 provider could not be "
+                                    "loaded or could not reach the TPM (TCTI {}): {}. Is the tpm2-openssl package "
+                                    "installed and the TPM (or tpm2-abrmd) running?",
+                                    key_uri, what, tcti && *tcti ? tcti : "default search", why));
+    }
+    impl->deflt = OSSL_PROVIDER_load(lctx, "default");
+    if (impl->deflt == nullptr ||
+        EVP_set_default_properties(lctx, "tpm2.digest!=yes,tpm2.cipher!=yes,tpm2.rand!=yes") != 1)
+      return make_error(errc::io, "cannot set up the TPM key's OpenSSL context: " + last_tls_error());
+  }
+  auto key = load_key(lctx, key_uri, impl->description);
+  if (!key) {
+    if (impl->storage != KeyStorage::file)
+      return make_error(errc::no_connection, key.error().message + " (is that key in this TPM?)");
+    return key.error();
+  }
+  impl->key = std::move(*key);
+  ERR_clear_error();
+  return std::shared_ptr<PrivateKey>(new PrivateKey(std::move(impl)));
+}
+
+struct TlsIdentity::Impl {
+  std::shared_ptr<PrivateKey> key;
+  std::unique_ptr<SSL_CTX, CtxDeleter> ctx;
+  std::string subject;
+  std::int64_t not_after = 0;
+
+  ~Impl() { ctx.reset(); }
+};
+
 TlsIdentity::TlsIdentity(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 TlsIdentity::~TlsIdentity() = default;
 SSL_CTX* TlsIdentity::ssl_context() const { return impl_->ctx.get(); }
-KeyStorage TlsIdentity::key_storage() const { return impl_->storage; }
-std::string TlsIdentity::key_description() const { return impl_->key_description; }
+KeyStorage TlsIdentity::key_storage() const { return impl_->key->storage(); }
+std::string TlsIdentity::key_description() const { return impl_->key->description(); }
 std::string TlsIdentity::certificate_subject() const { return impl_->subject; }
 std::int64_t TlsIdentity::certificate_not_after() const { return impl_->not_after; }
 
@@ -154,44 +219,11 @@ result<std::shared_ptr<TlsIdentity>> TlsIdentity::load(const TlsIdentityOptions&
     return make_error(errc::config,
                       "system.rootCaPath is not set: without it canopyd cannot check that it talks to the real cloud");
 
-  // Where the key lives decides the library context.
-  const bool handle = key_uri.rfind("handle:", 0) == 0;
-  if (handle) {
-    impl->storage = KeyStorage::tpm_handle;
-    impl->key_description = "TPM handle " + key_uri.substr(7);
-  } else {
-    const fs::path p(key_uri);
-    if (auto m = check_private_key_file_mode(p); !m) return m.error();
-    if (is_tss2_key_file(p)) {
-      impl->storage = KeyStorage::tpm_key_file;
-      impl->key_description = "TPM key file " + key_uri;
-    } else {
-      impl->key_description = "file " + key_uri;
-    }
-  }
-
-  OSSL_LIB_CTX* lctx = nullptr;
-  if (impl->storage != KeyStorage::file) {
-    // The provider reads its TCTI from the environment when it is loaded.
-    if (!o.tpm_tcti.empty()) ::setenv("TPM2OPENSSL_TCTI", o.tpm_tcti.c_str(), 1);
-    impl->libctx.reset(OSSL_LIB_CTX_new());
-    lctx = impl->libctx.get();
-    if (lctx == nullptr) return make_error(errc::io, "cannot create an OpenSSL library context for the TPM key");
-    impl->tpm2 = OSSL_PROVIDER_load(lctx, "tpm2");  // first: see the header (tpm2-openssl 1.1.1)
-    if (impl->tpm2 == nullptr) {
-      const std::string why = last_tls_error("the provider did not load");
-      const char* tcti = std::getenv("TPM2OPENSSL_TCTI");
-      return make_error(errc::no_connection,
-                        fmt::format("cannot use the TPM for the device key {}: the OpenSSL tpm2 provider could not be "
-                                    "loaded or could not reach the TPM (TCTI {}): {}. Is the tpm2-openssl package "
-                                    "installed and the TPM (or tpm2-abrmd) running?",
-                                    key_uri, tcti && *tcti ? tcti : "default search", why));
-    }
-    impl->deflt = OSSL_PROVIDER_load(lctx, "default");
-    if (impl->deflt == nullptr ||
-        EVP_set_default_properties(lctx, "tpm2.digest!=yes,tpm2.cipher!=yes,tpm2.rand!=yes") != 1)
-      return make_error(errc::io, "cannot set up the TPM key's OpenSSL context: " + last_tls_error());
-  }
+  auto pk = PrivateKey::load(key_uri, o.tpm_tcti, "system.privateKeyPath");
+  if (!pk) return pk.error();
+  impl->key = std::move(*pk);
+  OSSL_LIB_CTX* lctx = impl->key->library_context();
+  const bool in_tpm = impl->key->storage() != KeyStorage::file;
 
   // Certificate: parse it here to report its subject and expiry in status and messages.
   {
@@ -215,18 +247,10 @@ result<std::shared_ptr<TlsIdentity>> TlsIdentity::load(const TlsIdentityOptions&
     impl->not_after = to_unix(X509_get0_notAfter(cert.get()));
   }
 
-  auto key = load_key(lctx, key_uri, impl->key_description);
-  if (!key) {
-    if (impl->storage != KeyStorage::file)
-      return make_error(errc::no_connection, key.error().message + " (is that key in this TPM?)");
-    return key.error();
-  }
-  impl->key = std::move(*key);
-
   impl->ctx.reset(SSL_CTX_new_ex(lctx, nullptr, TLS_client_method()));
   SSL_CTX* ctx = impl->ctx.get();
   if (ctx == nullptr) return make_error(errc::io, "cannot create a TLS context: " + last_tls_error());
-  SSL_CTX_set_min_proto_version(ctx, impl->storage == KeyStorage::file ? TLS1_2_VERSION : TLS1_3_VERSION);
+  SSL_CTX_set_min_proto_version(ctx, in_tpm ? TLS1_3_VERSION : TLS1_2_VERSION);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   if (SSL_CTX_load_verify_locations(ctx, o.root_ca_path.c_str(), nullptr) != 1)
     return make_error(errc::config, fmt::format("cannot read the root CA file {} (system.rootCaPath): {}",
@@ -234,9 +258,9 @@ result<std::shared_ptr<TlsIdentity>> TlsIdentity::load(const TlsIdentityOptions&
   if (SSL_CTX_use_certificate_chain_file(ctx, o.certificate_path.c_str()) != 1)
     return make_error(errc::config, fmt::format("cannot use the device certificate {}: {}",
                                                 o.certificate_path.string(), last_tls_error()));
-  if (SSL_CTX_use_PrivateKey(ctx, impl->key.get()) != 1 || SSL_CTX_check_private_key(ctx) != 1)
+  if (SSL_CTX_use_PrivateKey(ctx, impl->key->get()) != 1 || SSL_CTX_check_private_key(ctx) != 1)
     return make_error(errc::config, fmt::format("the private key ({}) does not belong to the device certificate {}: {}",
-                                                impl->key_description, o.certificate_path.string(),
+                                                impl->key->description(), o.certificate_path.string(),
                                                 last_tls_error()));
   if (!o.alpn.empty()) {
     std::string wire(1, static_cast<char>(o.alpn.size()));

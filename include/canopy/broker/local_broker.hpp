@@ -41,6 +41,7 @@ struct LocalBrokerOptions {
   std::chrono::milliseconds backoff_initial{1'000};  ///< first restart delay, doubling
   std::chrono::milliseconds backoff_max{60'000};
   std::chrono::milliseconds stable{60'000};          ///< up this long: the backoff starts over
+  std::string tpm_tcti;  ///< for a caKey in the TPM (mqtt.tpmTcti); empty: TPM2OPENSSL_TCTI or the default
 };
 
 /// The supervisor. Lives on one executor (the services strand): every method must be called

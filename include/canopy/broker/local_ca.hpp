@@ -11,6 +11,10 @@
 
 #include "canopy/core/error.hpp"
 
+namespace canopy::trust {
+class PrivateKey;
+}
+
 namespace canopy::broker {
 
 /// A certificate and its new private key, both PEM.
@@ -29,7 +33,12 @@ class LocalCa {
   /// the key file's 0600 keeps it from everyone else, Mosquitto included).
   /// Errors: errc::io naming the file; errc::corrupt when one of the two files is missing or
   /// they do not belong together or cannot be parsed (never overwritten: the operator decides).
-  static result<LocalCa> open_or_create(const std::filesystem::path& dir);
+  ///
+  /// With `key` (a key held in a TPM, see trust::PrivateKey): no `ca.key` file is ever written;
+  /// `ca.crt` is made from that key when missing, and must belong to it when present. Every
+  /// certificate is then signed inside the TPM.
+  static result<LocalCa> open_or_create(const std::filesystem::path& dir,
+                                        std::shared_ptr<trust::PrivateKey> key = nullptr);
 
   LocalCa(LocalCa&&) noexcept;
   LocalCa& operator=(LocalCa&&) noexcept;

@@ -36,6 +36,9 @@ struct Settings {
   std::uint64_t max_queued_bytes = 64ull << 20;  ///< per client; 0: no byte cap
   std::uint64_t max_inflight_messages = 1000;
   bool persistence = true;
+  /// caKey: the local CA's key in a TPM (`handle:0x81…` or a TSS2 PEM key file); empty: a
+  /// key file `<root>/broker/ca/ca.key` (0600) made at the first start.
+  std::string ca_key;
   std::map<std::string, ClientDevice> client_devices;
   bool operator==(const Settings&) const = default;
 };

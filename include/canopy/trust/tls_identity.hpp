@@ -15,6 +15,8 @@
 #include "canopy/core/error.hpp"
 
 using SSL_CTX = struct ssl_ctx_st;
+using EVP_PKEY = struct evp_pkey_st;
+using OSSL_LIB_CTX = struct ossl_lib_ctx_st;
 
 namespace canopy::trust {
 
@@ -33,6 +35,35 @@ struct TlsIdentityOptions {
 
 /// Where the key lives, for status and logs.
 enum class KeyStorage { file, tpm_handle, tpm_key_file };
+
+/// A private key from a PEM file, a TPM handle (`handle:0x81…`) or a TSS2 PEM key file, in the
+/// library context it must be used in (its own OSSL_LIB_CTX for a TPM key, as explained above;
+/// the default context, null, for a file key). Immutable; the key never leaves the TPM.
+class PrivateKey {
+ public:
+  /// Loads the key. A key file (PEM or TSS2) readable by group or others is refused
+  /// (check_private_key_file_mode). `tpm_tcti`: as TlsIdentityOptions::tpm_tcti; `what` names
+  /// the setting in messages (e.g. "system.privateKeyPath").
+  /// Errors: those of TlsIdentity::load that concern the key.
+  static result<std::shared_ptr<PrivateKey>> load(const std::string& uri, const std::string& tpm_tcti,
+                                                  const std::string& what);
+  ~PrivateKey();
+  PrivateKey(const PrivateKey&) = delete;
+  PrivateKey& operator=(const PrivateKey&) = delete;
+
+  EVP_PKEY* get() const;
+  /// The library context to sign in (null: the default one).
+  OSSL_LIB_CTX* library_context() const;
+  KeyStorage storage() const;
+  /// "file /etc/…", "TPM handle 0x81000001", "TPM key file /etc/…".
+  const std::string& description() const;
+
+  struct Impl;
+
+ private:
+  explicit PrivateKey(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
 
 /// An SSL_CTX for mutual TLS as this device: TLS 1.2 or later (1.3 with a TPM key: tpm2-openssl
 /// 1.1.1 cannot do TLS 1.2 with NIST curves), the server's certificate verified against

@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# nspawn.sh [CANOPY_DEB | BUILD_DIR]
+#
+# System test of the Debian package: installs the .deb in a booted Debian 12 (bookworm)
+# container (systemd-nspawn, systemd as PID 1) and runs tests/system/smoke.sh inside it:
+#   boot 1: apt-get install /debs/canopy_*.deb (Depends from Debian), smoke.sh install
+#   boot 2: (same container state) smoke.sh reboot, then smoke.sh purge
+# Builds nothing: pass the .deb, or a build folder holding canopy_*.deb (default: ./build).
+#
+# The bookworm rootfs is debootstrapped once into $CANOPY_SYSTEST_CACHE (default
+# /var/cache/canopy-systest), reused between runs and rebuilt when missing, incomplete or
+# older than 30 days (first run: ~40 s of debootstrap, ~240 MB). Each run works on a copy of
+# it in a mktemp folder, so the cache stays pristine. Needs root, systemd-nspawn
+# (systemd-container) and debootstrap; prints SKIP and exits 77 when they cannot work here.
+#
+# Environment: CANOPY_SYSTEST_CACHE, CANOPY_SYSTEST_MIRROR (default: the host's apt mirror),
+# CANOPY_SYSTEST_KEEP=1 (keep the temporary folder for inspection).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+smoke=$here/smoke.sh
+suite=bookworm
+include=systemd,systemd-sysv,dbus
+cache=${CANOPY_SYSTEST_CACHE:-/var/cache/canopy-systest}
+max_age_days=30
+t0=$(date +%s)
+
+log() { echo "nspawn.sh: [$(( $(date +%s) - t0 ))s] $*"; }
+skip() { echo "SKIP: nspawn.sh: $*"; exit 77; }
+die() { echo "nspawn.sh: FAIL: $*" >&2; exit 1; }
+
+# --- prerequisites -----------------------------------------------------------------------
+[ "$(id -u)" -eq 0 ] || skip "needs root (debootstrap and systemd-nspawn)"
+command -v systemd-nspawn >/dev/null || skip "systemd-nspawn not found (apt-get install systemd-container)"
+command -v debootstrap >/dev/null || skip "debootstrap not found (apt-get install debootstrap)"
+command -v nsenter >/dev/null || skip "nsenter not found (util-linux)"
+
+arg=${1:-build}
+if [ -d "$arg" ]; then
+    shopt -s nullglob
+    debs=("$arg"/canopy_*.deb)
+    shopt -u nullglob
+    [ "${#debs[@]}" -eq 1 ] || die "expected exactly one canopy_*.deb in $arg, found ${#debs[@]} (cd $arg && cpack -G DEB)"
+    deb=${debs[0]}
+else
+    deb=$arg
+fi
+[ -f "$deb" ] || die "no such package: $deb"
+deb=$(cd "$(dirname "$deb")" && pwd)/$(basename "$deb")
+log "package $deb"
+
+mirror=${CANOPY_SYSTEST_MIRROR:-}
+if [ -z "$mirror" ]; then
+    mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+fi
+if [ -z "$mirror" ]; then
+    mirror=$(awk '$1=="deb" && $0 !~ /security/ {for (i=2;i<=NF;i++) if ($i ~ /^https?:/) {print $i; exit}}' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
+fi
+mirror=${mirror:-http://deb.debian.org/debian}
+
+# --- temporary folder, cleanup --------------------------------------------------------------
+tmp=$(mktemp -d /var/tmp/canopy-systest.XXXXXX)
+np=          # the systemd-nspawn process of the running boot
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ -n "$np" ] && kill -0 "$np" 2>/dev/null; then
+        log "stopping the container (nspawn pid $np)"
+        leader=$(container_leader) || true
+        if [ -n "$leader" ]; then nsenter -t "$leader" -m -u -i -n -p systemctl poweroff >/dev/null 2>&1 || true; fi
+        for _ in $(seq 1 30); do kill -0 "$np" 2>/dev/null || break; sleep 1; done
+        if kill -0 "$np" 2>/dev/null; then kill -TERM "$np" 2>/dev/null || true; sleep 3; fi
+        if kill -0 "$np" 2>/dev/null; then kill -KILL "$np" 2>/dev/null || true; fi
+        wait "$np" 2>/dev/null || true
+    fi
+    if [ "${CANOPY_SYSTEST_KEEP:-0}" = 1 ]; then
+        log "kept $tmp"
+    elif [ -n "$tmp" ] && [ -d "$tmp" ] && case "$tmp" in /var/tmp/canopy-systest.*) true ;; *) false ;; esac; then
+        rm -rf --one-file-system "$tmp"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- the cached rootfs ---------------------------------------------------------------------
+key=$(printf '%s\n' v1 "$suite" minbase "$include" "$mirror" "$(dpkg --print-architecture)" | sha256sum | cut -c1-12)
+base=$cache/$suite-$key
+rootfs=$base/rootfs
+stamp=$base/complete
+if [ -f "$stamp" ] && [ -x "$rootfs/lib/systemd/systemd" ] && [ -z "$(find "$stamp" -mtime +"$max_age_days")" ]; then
+    log "cached rootfs $rootfs ($(cat "$stamp"))"
+else
+    log "debootstrap $suite ($mirror) into $base (about 40 s, once per machine)"
+    mkdir -p "$cache"
+    new=$(mktemp -d "$cache/build.XXXXXX")
+    if ! debootstrap --variant=minbase --include="$include" "$suite" "$new/rootfs" "$mirror" >"$new/debootstrap.log" 2>&1; then
+        tail -n 20 "$new/debootstrap.log" >&2
+        case "$new" in "$cache"/build.*) rm -rf --one-file-system "$new" ;; esac
+        skip "debootstrap $suite from $mirror failed (no network to the mirror?)"
+    fi
+    date -u +%Y-%m-%dT%H:%M:%SZ >"$new/complete"
+    # Replace an old or incomplete copy (only folders this script made: $cache/$suite-*).
+    if [ -e "$base" ]; then
+        case "$base" in "$cache"/"$suite"-*) rm -rf --one-file-system "$base" ;; esac
+    fi
+    mv "$new" "$base"
+    log "rootfs ready"
+fi
+# Downloaded .debs (canopy's Depends) are kept between runs, outside the rootfs copy.
+mkdir -p "$cache/apt-archives/partial"
+
+# --- the container ----------------------------------------------------------------------
+root=$tmp/root
+log "copying the rootfs to $root"
+cp -a --reflink=auto "$rootfs" "$root"
+mkdir -p "$tmp/debs" "$tmp/smoke"
+cp "$deb" "$tmp/debs/"
+cp "$smoke" "$tmp/smoke/smoke.sh"
+# Files the container's apt must not try to reconfigure interactively.
+echo 'APT::Install-Recommends "false";' >"$root/etc/apt/apt.conf.d/90canopy-systest"
+
+# Free ports (host and container share the network) for the managed Mosquitto.
+port_free() { ! grep -qi ":$(printf '%04X' "$1") " /proc/net/tcp /proc/net/tcp6 2>/dev/null; }
+pick_port() {
+    local p
+    for _ in $(seq 1 200); do
+        p=$(( 20000 + RANDOM % 30000 ))
+        if port_free "$p" && [ "$p" != "${1:-}" ]; then echo "$p"; return 0; fi
+    done
+    die "no free TCP port found"
+}
+local_port=$(pick_port)
+tls_port=$(pick_port "$local_port")
+log "broker ports: localPort $local_port, tlsPort $tls_port"
+
+container_leader() {
+    # The container's PID 1: the child of nspawn whose comm is "systemd" (nspawn briefly
+    # has an intermediate child that is not it).
+    { ps --ppid "$np" -o pid=,comm= 2>/dev/null || true; } | awk '$2=="systemd"{print $1; exit}'
+}
+
+boot() {   # boot N
+    log "boot $1"
+    systemd-nspawn -q -D "$root" --boot --machine="canopy-systest-$$" --register=no --keep-unit \
+        --bind-ro="$tmp/debs:/debs" --bind-ro="$tmp/smoke:/systest" \
+        --bind="$cache/apt-archives:/var/cache/apt/archives" \
+        >"$tmp/nspawn-$1.log" 2>&1 </dev/null &
+    np=$!
+    leader=
+    for _ in $(seq 1 100); do
+        leader=$(container_leader)
+        [ -n "$leader" ] && break
+        kill -0 "$np" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$leader" ]; then
+        cat "$tmp/nspawn-$1.log" >&2
+        wait "$np" 2>/dev/null || true
+        np=
+        if [ "$1" = 1 ]; then skip "systemd-nspawn cannot boot a container here (log above)"; fi
+        die "boot $1: the container did not start (log above)"
+    fi
+    E=(nsenter -t "$leader" -m -u -i -n -p)
+    # systemctl fails at once (empty output) until the container's systemd listens on its
+    # private socket; then --wait blocks until the boot is done.
+    state=
+    for _ in $(seq 1 120); do
+        state=$(timeout 60 "${E[@]}" systemctl is-system-running --wait 2>/dev/null || true)
+        case "$state" in running|degraded|maintenance|stopping) break ;; esac
+        sleep 0.5
+    done
+    log "boot $1: system $state"
+    case "$state" in
+        running) ;;
+        degraded) "${E[@]}" systemctl --failed --no-legend --no-pager || true ;;
+        *) if [ "$1" = 1 ]; then skip "the container's systemd did not come up ($state)"; fi
+           die "boot $1: the container's systemd is '$state'" ;;
+    esac
+}
+
+run() { "${E[@]}" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"; }
+
+poweroff() {
+    log "poweroff"
+    run systemctl poweroff >/dev/null 2>&1 || true
+    for _ in $(seq 1 60); do kill -0 "$np" 2>/dev/null || break; sleep 1; done
+    kill -0 "$np" 2>/dev/null && die "the container did not power off within 60 s"
+    wait "$np" 2>/dev/null || true
+    np=
+}
+
+failed=0
+boot 1
+# Debian's mosquitto.service (pulled in by Depends) would listen on 127.0.0.1:1883 of the
+# HOST's network (the container shares it): keep it from starting. canopyd's own broker
+# uses the free ports picked above.
+run systemctl mask mosquitto.service >/dev/null 2>&1
+log "apt-get update and install $(basename "$deb")"
+if ! run sh -c 'apt-get update -qq && apt-get install -y -qq /debs/'"$(basename "$deb")" >"$tmp/apt.log" 2>&1; then
+    cat "$tmp/apt.log" >&2
+    die "apt-get install /debs/$(basename "$deb") failed"
+fi
+sed -n '/^Setting up canopy /,$p' "$tmp/apt.log"
+run sh /systest/smoke.sh install --local-port "$local_port" --tls-port "$tls_port" || failed=1
+poweroff
+if [ "$failed" -eq 0 ]; then
+    boot 2
+    run sh /systest/smoke.sh reboot --local-port "$local_port" --tls-port "$tls_port" || failed=1
+    run sh /systest/smoke.sh purge || failed=1
+    poweroff
+fi
+
+if [ "$failed" -ne 0 ]; then
+    log "FAIL (container logs: nspawn-*.log; CANOPY_SYSTEST_KEEP=1 keeps $tmp)"
+    exit 1
+fi
+log "PASS"
