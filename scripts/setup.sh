@@ -13,6 +13,8 @@ PACKAGES=(
   swtpm swtpm-tools tpm2-tools tpm2-openssl tpm2-abrmd libtss2-tcti-tabrmd0 dbus socat
   # test and packaging tools
   systemd dpkg-dev file openssl procps iproute2
+  # tests/system: a Debian 12 rootfs booted with systemd-nspawn
+  debootstrap systemd-container
   # libFuzzer and sanitizer runtimes (g++ has no libFuzzer)
   clang libclang-rt-14-dev
 )

@@ -26,6 +26,7 @@
 # and trusts nobody), and sets services.canopy.LocalBroker.configuration.localPort/tlsPort
 # to --local-port/--tls-port (default 21883/28883: Debian's own mosquitto.service, pulled in
 # by Depends, may hold 1883; in a container sharing the host's network, the host may too).
+# shellcheck disable=SC2317  # functions called through check/wait_for
 set -u
 
 PHASE=${1:-}
@@ -98,6 +99,7 @@ prop() { systemctl show -p "$1" --value "$UNIT"; }
 detail() { canopy component details "$1" 2>/dev/null | awk -v k="$2" '$1==k {print $2; exit}'; }
 state_is() { [ "$(detail "$1" State)" = "$2" ]; }
 running() { state_is "$1" RUNNING; }
+has_group() { getent group "$1" >/dev/null; }
 proc_user() { ps -o user= -p "$1" 2>/dev/null | tr -d ' '; }
 
 # The LISTEN socket inodes for TCP port $1 (IPv4 and IPv6).
@@ -109,13 +111,16 @@ listen_inodes() {
 # Does process $1 own a listening socket on port $2?
 pid_listens_on() {
     for ino in $(listen_inodes "$2"); do
-        ls -l "/proc/$1/fd" 2>/dev/null | grep -q "socket:\[$ino\]" && return 0
+        for fd in /proc/"$1"/fd/*; do
+            [ "$(readlink "$fd" 2>/dev/null)" = "socket:[$ino]" ] && return 0
+        done
     done
     return 1
 }
 # An MQTT 3.1.1 CONNECT (clean session, empty client id) to 127.0.0.1:$1; prints the CONNACK
 # bytes. "20 02 00 00" is "connection accepted".
 mqtt_connack() {
+    # shellcheck disable=SC2016  # $1 is bash's
     timeout 5 bash -c '
         exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
         printf "\020\014\000\004MQTT\004\002\000\074\000\000" >&3
@@ -294,7 +299,7 @@ phase_purge() {
     # Processes: canopyd, the component and canopy's mosquitto are gone.
     for p in "$dpid:canopyd" "$cpid:$COMPONENT" "$bpid:canopy.LocalBroker mosquitto"; do
         pid=${p%%:*}
-        [ -n "$pid" ] && [ "$pid" != 0 ] || continue
+        if [ -z "$pid" ] || [ "$pid" = 0 ]; then continue; fi
         check "${p#*:} (pid $pid) is gone" "still runs: $(ps -o user=,args= -p "$pid")" sh -c "! kill -0 $pid 2>/dev/null"
     done
     left=$(pgrep -a -x canopyd)
@@ -311,10 +316,10 @@ phase_purge() {
         sh -c "[ ! -e /usr/lib/systemd/system/$UNIT ] && [ ! -e /lib/systemd/system/$UNIT ]"
     load=$(systemctl show -p LoadState --value "$UNIT")
     check "systemd no longer knows $UNIT (LoadState=$load)" "LoadState=$load" [ "$load" = not-found ]
-    links=$(find /etc/systemd/system -name "$UNIT" 2>/dev/null | tr '\n' ' ')
+    links=$(find /etc/systemd/system -name "$UNIT*" 2>/dev/null | tr '\n' ' ')
     check "no enablement symlink is left in /etc/systemd/system" "$links" [ -z "$links" ]
-    state=$(ls /var/lib/systemd/deb-systemd-helper-enabled/*/"$UNIT" /var/lib/systemd/deb-systemd-helper-enabled/"$UNIT" \
-        /var/lib/systemd/deb-systemd-helper-masked/"$UNIT" 2>/dev/null | tr '\n' ' ')
+    state=$(find /var/lib/systemd/deb-systemd-helper-enabled /var/lib/systemd/deb-systemd-helper-masked \
+        -name "$UNIT*" 2>/dev/null | tr '\n' ' ')
     check "deb-systemd-helper forgot $UNIT" "$state" [ -z "$state" ]
 
     # The package's files, the (modified) conffile, the state, the logs.
@@ -330,7 +335,7 @@ phase_purge() {
             [ "$sh_" = /usr/sbin/nologin ]
     done
     for g in canopy ggc_group; do
-        check "system group $g is kept" "no group $g" getent group "$g"
+        check "system group $g is kept" "no group $g" has_group "$g"
     done
 
     # This script's own leftovers.
