@@ -381,10 +381,12 @@ int mode_outage(int argc, char** argv) {
   const double drain = last > restored ? static_cast<double>(last - restored) / 1e9 : -1.0;
   const double first_s = first > restored ? static_cast<double>(first - restored) / 1e9 : -1.0;
   std::printf("%-14s published=%lld delivered=%lld lost=%lld (%.2f%%) duplicates=%lld; after the hop was restored: "
-              "first message %.2f s, last new message (drain time) %.2f s (%.0f msg/s over the drain)%s\n",
+              "first message %.2f s, last new message (drain time) %.2f s (%.0f msg/s over the drain, %.0f msg/s "
+              "first to last message)%s\n",
               label.c_str(), static_cast<long long>(n), static_cast<long long>(got), static_cast<long long>(n - got),
               100.0 * static_cast<double>(n - got) / static_cast<double>(n), static_cast<long long>(run.duplicates.load()),
               first_s, drain, drain > 0 ? static_cast<double>(got - while_cut) / drain : 0.0,
+              drain > first_s && first_s >= 0 ? static_cast<double>(got - while_cut) / (drain - first_s) : 0.0,
               got < n ? " (stopped waiting: no new message for the quiet period)" : "");
   std::fflush(stdout);
   return 0;

@@ -90,8 +90,11 @@ mosq_outage() {
   sleep 1
   echo "$name: hop cut (max_queued_messages $queued)"
   before_restore() {
-    # the first message is the retained (stale) value; the second the next sys_interval (10 s) update
-    echo "$name \$SYS/broker/publish/messages/dropped before the restore: $(timeout 15 mosquitto_sub -p "$PB" -t '$SYS/broker/publish/messages/dropped' -C 2 -W 14 2>/dev/null | tail -n 1 || echo '?') (the hop stays cut while this is read, <= 10 s)"
+    # $SYS values are published only when they change: the first message is the retained
+    # (possibly stale) value, a second one comes with the next sys_interval (10 s) if it changed
+    local v
+    v=$(timeout 15 mosquitto_sub -p "$PB" -t '$SYS/broker/publish/messages/dropped' -C 2 -W 12 2>/dev/null | tail -n 1 || true)
+    echo "$name \$SYS/broker/publish/messages/dropped before the restore: ${v:-none published} (read while the hop stays cut, <= 12 s)"
   }
   outage "$name" "$PB" "$HOP"
   echo "$name log: $(grep -c 'Connecting bridge' "$T/$name/mosquitto.log") bridge connect attempts; $(grep -h 'dropped' "$T/$name/mosquitto.log" | head -n 2 | tr '\n' ' ')"

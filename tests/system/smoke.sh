@@ -171,6 +171,12 @@ check_broker() {       # check_broker WHEN
 # ================================================================================ install
 phase_install() {
     check_service_up
+    # The package's postinst hands port 1883 over from Debian's own mosquitto.service.
+    if [ -f /lib/systemd/system/mosquitto.service ]; then
+        en=$(systemctl is-enabled mosquitto.service 2>/dev/null); act=$(systemctl is-active mosquitto.service 2>/dev/null)
+        check "Debian's mosquitto.service is disabled and stopped by the package" "is-enabled=$en is-active=$act" \
+            [ "$en" != enabled -a "$act" != active ]
+    fi
     nr=$(prop NRestarts)
     check "$UNIT NRestarts=0 after installation" "NRestarts=$nr" [ "$nr" = 0 ]
     if journalctl -u "$UNIT" --no-pager -o cat 2>/dev/null | grep -q 'canopyd .* ready root=/var/lib/canopy '; then
