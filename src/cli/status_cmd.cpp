@@ -79,6 +79,29 @@ void print_broker(const nlohmann::json& s) {
     std::cout << fmt::format("                {}\n", b.value("reason", b.value("lastError", "")));
 }
 
+// The bridge (canopy.MqttBridge): its local connection and totals over the mappings.
+void print_bridge(const nlohmann::json& s) {
+  const auto it = s.find("bridge");
+  if (it == s.end() || !it->is_object()) return;
+  const auto& b = *it;
+  std::uint64_t received = 0, forwarded = 0, failed = 0;
+  std::size_t n = 0;
+  if (const auto m = b.find("mappings"); m != b.end() && m->is_array())
+    for (const auto& x : *m) {
+      ++n;
+      received += x.value("received", std::uint64_t{0});
+      forwarded += x.value("forwarded", std::uint64_t{0});
+      failed += x.value("failed", std::uint64_t{0});
+    }
+  std::string local = "no local broker";
+  if (const auto l = b.find("localBroker"); l != b.end() && l->is_object())
+    local = fmt::format("local broker {} {}", l->value("broker", "?"), l->value("state", "?"));
+  std::cout << fmt::format("MQTT bridge     {} mapping(s), {}; {} received, {} forwarded, {} failed\n", n, local, received,
+                           forwarded, failed);
+  if (b.contains("configurationError"))
+    std::cout << fmt::format("                configuration problems: {}\n", b.value("configurationError", ""));
+}
+
 int cmd_status(const Globals& g) {
   auto r = call(g, "canopy#GetStatus", nlohmann::json::object());
   if (!r) return fail(r.error().message);
@@ -108,6 +131,7 @@ int cmd_status(const Globals& g) {
                            comps.value("deploymentInProgress", false) ? ", a deployment is in progress" : "");
   print_cloud(s);
   print_broker(s);
+  print_bridge(s);
   return kExitOk;
 }
 

@@ -62,9 +62,15 @@ mirror=${mirror:-http://deb.debian.org/debian}
 # --- temporary folder, cleanup --------------------------------------------------------------
 tmp=$(mktemp -d /var/tmp/canopy-systest.XXXXXX)
 np=          # the systemd-nspawn process of the running boot
+cloud_pid=   # the host-side "cloud" Mosquitto
+sub_pid=     # its subscriber
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    for p in $sub_pid $cloud_pid; do
+        kill -TERM "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
     if [ -n "$np" ] && kill -0 "$np" 2>/dev/null; then
         log "stopping the container (nspawn pid $np)"
         leader=$(container_leader) || true
@@ -136,6 +142,24 @@ local_port=$(pick_port)
 tls_port=$(pick_port "$local_port")
 log "broker ports: localPort $local_port, tlsPort $tls_port"
 
+# A "cloud" on the host's loopback: a TLS Mosquitto requiring client certificates (the test
+# PKI), which the container's canopyd bridges to. Its subscriber waits for the bridged message.
+cloud_port=$(pick_port "$local_port")
+[ "$cloud_port" != "$tls_port" ] || cloud_port=$(pick_port "$tls_port")
+sh "$(dirname "$smoke")/../pki/gen.sh" "$tmp/smoke/pki" >/dev/null || die "tests/pki/gen.sh failed"
+chmod 0755 "$tmp/smoke/pki"
+printf '%s\n' "user root" "log_dest file $tmp/cloud.log" "listener $cloud_port 127.0.0.1" \
+    "cafile $tmp/smoke/pki/ca.crt" "certfile $tmp/smoke/pki/server.crt" "keyfile $tmp/smoke/pki/server.key" \
+    "require_certificate true" "allow_anonymous true" >"$tmp/cloud.conf"
+mosquitto -c "$tmp/cloud.conf" >/dev/null 2>&1 &
+cloud_pid=$!
+for _ in $(seq 1 50); do port_free "$cloud_port" || break; sleep 0.1; done
+port_free "$cloud_port" && die "the cloud Mosquitto did not start: $(cat "$tmp/cloud.log" 2>/dev/null)"
+mosquitto_sub -h 127.0.0.1 -p "$cloud_port" --cafile "$tmp/smoke/pki/ca.crt" --cert "$tmp/smoke/pki/client.crt" \
+    --key "$tmp/smoke/pki/client.key" -i systest-cloud-sub -q 1 -t 'gw/#' -v -C 1 -W 120 >"$tmp/cloud-sub.out" 2>&1 &
+sub_pid=$!
+log "cloud broker on 127.0.0.1:$cloud_port (pid $cloud_pid)"
+
 container_leader() {
     # The container's PID 1: the child of nspawn whose comm is "systemd" (nspawn briefly
     # has an intermediate child that is not it).
@@ -203,7 +227,15 @@ if ! run sh -c 'apt-get update -qq && apt-get install -y -qq /debs/'"$(basename 
     die "apt-get install /debs/$(basename "$deb") failed"
 fi
 sed -n '/^Setting up canopy /,$p' "$tmp/apt.log"
-run sh /systest/smoke.sh install --local-port "$local_port" --tls-port "$tls_port" || failed=1
+run sh /systest/smoke.sh install --local-port "$local_port" --tls-port "$tls_port" --cloud-port "$cloud_port" || failed=1
+# The message smoke.sh published on the container's local broker, bridged to the host's cloud.
+for _ in $(seq 1 150); do kill -0 "$sub_pid" 2>/dev/null || break; sleep 0.2; done
+if grep -q '^gw/smoke/hello from-the-container$' "$tmp/cloud-sub.out"; then
+    echo "ok - the bridge carried smoke/hello from the container's local broker to the cloud broker on the host (as gw/smoke/hello)"
+else
+    echo "not ok - the bridged message reached the cloud broker on the host (subscriber output: $(cat "$tmp/cloud-sub.out"))"
+    failed=1
+fi
 poweroff
 if [ "$failed" -eq 0 ]; then
     boot 2

@@ -33,10 +33,12 @@ PHASE=${1:-}
 [ $# -gt 0 ] && shift
 LOCAL_PORT=21883
 TLS_PORT=28883
+CLOUD_PORT=      # with it: a cloud link to 127.0.0.1:CLOUD_PORT (certificates in /systest/pki)
 while [ $# -gt 0 ]; do
     case "$1" in
         --local-port) LOCAL_PORT=$2; shift 2 ;;
         --tls-port) TLS_PORT=$2; shift 2 ;;
+        --cloud-port) CLOUD_PORT=$2; shift 2 ;;
         *) echo "smoke.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -221,6 +223,20 @@ phase_install() {
         printf '  canopy.LocalBroker:\n    configuration:\n      localPort: %s\n      tlsPort: %s\n' \
             "$LOCAL_PORT" "$TLS_PORT" >>"$CONFIG"
         ok "configured $CONFIG: trustedSigners $SMOKE_DIR/signer.pub, broker ports $LOCAL_PORT/$TLS_PORT"
+        if [ -n "$CLOUD_PORT" ]; then
+            # The cloud link (device certificate from the caller's test PKI) and a bridge mapping.
+            # (in this script's folder, not /etc/canopy: files the package does not own would
+            # keep /etc/canopy after a purge, as Debian policy says they must)
+            install -m 0644 /systest/pki/ca.crt /systest/pki/client.crt "$SMOKE_DIR/"
+            install -m 0600 /systest/pki/client.key "$SMOKE_DIR/"
+            sed -i -e "s|^  certificateFilePath: \"\"\$|  certificateFilePath: $SMOKE_DIR/client.crt|" \
+                -e "s|^  privateKeyPath: \"\"\$|  privateKeyPath: $SMOKE_DIR/client.key|" \
+                -e "s|^  rootCaPath: \"\"\$|  rootCaPath: $SMOKE_DIR/ca.crt|" \
+                -e 's|^      iotDataEndpoint: ""$|      iotDataEndpoint: "127.0.0.1"|' \
+                -e "s|^        port: 8883\$|        port: $CLOUD_PORT|" "$CONFIG"
+            printf '  canopy.MqttBridge:\n    configuration:\n      mqttTopicMapping:\n        smoke: {topic: "smoke/#", source: LocalMqtt, target: IotCore, targetTopicPrefix: "gw/"}\n' >>"$CONFIG"
+            ok "configured the cloud link to 127.0.0.1:$CLOUD_PORT and a bridge mapping smoke/# -> IotCore"
+        fi
     else
         not_ok "configure $CONFIG" "it is not the packaged file (no 'trustedSigners: []', or a canopy.LocalBroker section already)"
     fi
@@ -249,6 +265,7 @@ RECIPE
     check "canopy deployment create --merge $COMPONENT=1.0.0 --wait succeeds" "exit $rc: $(echo "$out" | tail -n 3 | tr '\n' ' ')" [ "$rc" -eq 0 ]
     check_component "after deployment"
     check_broker "after deployment"
+    check_bridge
 
     # --- systemctl restart
     old=$(detail "$COMPONENT" PID)
@@ -277,6 +294,28 @@ RECIPE
 }
 
 # ================================================================================ reboot
+# MQTT 3.1.1 CONNECT, then a QoS 0 PUBLISH of "from-the-container" on smoke/hello, to
+# 127.0.0.1:$1 (the bridge maps smoke/# to the cloud).
+mqtt_publish_hello() {
+    # shellcheck disable=SC2016  # $1 is bash's
+    timeout 5 bash -c '
+        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        printf "\020\014\000\004MQTT\004\002\000\074\000\000" >&3
+        head -c 4 <&3 >/dev/null
+        printf "\060\037\000\013smoke/hellofrom-the-container" >&3
+        sleep 0.5
+        printf "\340\000" >&3' _ "$1"
+}
+
+# The cloud link is up and the bridge has the local broker: then publish the hello.
+check_bridge() {
+    [ -n "$CLOUD_PORT" ] || return 0
+    bridge_ready() { canopy status 2>/dev/null | grep -q '^cloud link *connected' &&
+        canopy status 2>/dev/null | grep -q '^MQTT bridge .*local broker 127.0.0.1:[0-9]* connected'; }
+    if wait_for 30 bridge_ready; then ok "the cloud link and the bridge are connected"; else not_ok "the cloud link and the bridge are connected" "$(canopy status 2>&1 | grep -i -e cloud -e bridge)"; fi
+    if mqtt_publish_hello "$LOCAL_PORT"; then ok "published smoke/hello on the local broker"; else not_ok "published smoke/hello on the local broker" "no connection to 127.0.0.1:$LOCAL_PORT"; fi
+}
+
 phase_reboot() {
     check_service_up
     nr=$(prop NRestarts)
