@@ -29,6 +29,9 @@ launch_broker() {
 persistence false
 set_tcp_nodelay true
 max_queued_messages 0
+# AWS IoT Core accepts 100 unacknowledged publishes per connection (MQTT 5 Receive Maximum);
+# Mosquitto announces max_inflight_messages, 20 by default.
+max_inflight_messages 100
 log_dest file $T/broker/mosquitto.log
 log_type error
 log_type warning

@@ -496,10 +496,19 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       }
       on_strand([g, ok, why, receive_maximum](Impl& s) { s.connect_result(g, ok, why, receive_maximum); });
     });
-    c->publish_listener = std::make_unique<Listener>([on_strand, g](bool ok, const mqtt::token& tok) {
+    // Delivery results are queued and handled in batches: one wake-up of the link's thread per
+    // batch instead of per message (thread hand-offs, not TLS, limited the drain).
+    c->publish_listener = std::make_unique<Listener>([weak, g](bool ok, const mqtt::token& tok) {
       const auto id = static_cast<std::int64_t>(reinterpret_cast<std::intptr_t>(tok.get_user_context()));
-      std::string why = ok ? std::string() : reason_text(tok);
-      on_strand([g, ok, id, why](Impl& s) { s.publish_result(g, id, ok, why); });
+      auto s = weak.lock();
+      if (!s) return;
+      bool first = false;
+      {
+        std::lock_guard lock(s->results_mutex);
+        first = s->results.empty();
+        s->results.push_back({g, id, ok, ok ? std::string() : reason_text(tok)});
+      }
+      if (first) net::post(s->strand, [s] { s->drain_results(); });
     });
     c->subscribe_listener = std::make_unique<Listener>([on_strand, g](bool ok, const mqtt::token& tok) {
       if (ok) return;
@@ -922,6 +931,29 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     pump();
   }
 
+  struct PublishResult {
+    std::uint64_t gen = 0;
+    std::int64_t id = 0;
+    bool ok = false;
+    std::string why;
+  };
+  std::mutex results_mutex;
+  std::vector<PublishResult> results;  // from Paho's thread, handled on the strand in batches
+
+  void drain_results() {
+    std::vector<PublishResult> batch;
+    {
+      std::lock_guard lock(results_mutex);
+      batch.swap(results);
+    }
+    for (const auto& r : batch) publish_result(r.gen, r.id, r.ok, r.why);
+    {
+      std::lock_guard lock(status_mutex);
+      inflight_count = inflight.size();
+    }
+    pump();
+  }
+
   void publish_result(std::uint64_t g, std::int64_t id, bool ok, const std::string& why) {
     if (!conn || conn->gen != g) return;  // an old connection: the row is sent again anyway
     if (id == 0) return;                  // publish_direct: nothing to delete
@@ -934,11 +966,6 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       // spool and is tried again after the next reconnect; the drain goes on with the others.
       log->warn("id={} the cloud refused a message: {}; it stays in the spool", id, why);
     }
-    {
-      std::lock_guard lock(status_mutex);
-      inflight_count = inflight.size();
-    }
-    pump();
   }
 
   // ------------------------------------------------------------------------------ downlink
