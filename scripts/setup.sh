@@ -12,7 +12,7 @@ PACKAGES=(
   # the cloud link's TPM path and its tests: software TPM, resource manager, OpenSSL provider
   swtpm swtpm-tools tpm2-tools tpm2-openssl tpm2-abrmd libtss2-tcti-tabrmd0 dbus socat
   # test and packaging tools
-  systemd dpkg-dev file openssl procps iproute2
+  systemd dpkg-dev file openssl procps iproute2 qemu-system-x86 qemu-utils
   # tests/system: a Debian 12 rootfs booted with systemd-nspawn
   debootstrap systemd-container
   # libFuzzer and sanitizer runtimes (g++ has no libFuzzer)

@@ -1,8 +1,13 @@
 # canopy.MqttBridge: canopyd's own MQTT 5 client for the local broker (acknowledges only once
 # a message is safe) and the topic mappings between LocalMqtt, Pubsub and IotCore.
+# The wire format alone (no Asio): what the fuzz target links.
+canopy_add_module(broker_wire
+  SOURCES local_mqtt_wire.cpp
+  DEPS canopy::core nlohmann_json::nlohmann_json Boost::headers)
+
 canopy_add_module(broker_bridge
   SOURCES local_mqtt.cpp bridge.cpp
-  DEPS canopy::core canopy::broker canopy::spool canopy::cloud canopy::pubsub Boost::headers nlohmann_json::nlohmann_json)
+  DEPS canopy::core canopy::broker_wire canopy::broker canopy::spool canopy::cloud canopy::pubsub Boost::headers nlohmann_json::nlohmann_json)
 
 canopy_add_test(broker_bridge_test
   SOURCES local_mqtt_test.cpp bridge_test.cpp
@@ -11,5 +16,5 @@ canopy_add_test(broker_bridge_test
 
 canopy_add_fuzzer(local_mqtt_fuzz
   SOURCE local_mqtt_fuzz.cpp
-  DEPS canopy::broker_bridge
+  DEPS canopy::broker_wire
   CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/local_mqtt)

@@ -368,7 +368,7 @@ struct Manager::Impl {
     c.step_pgid = pgid;
     *spawned = pgid;
     if (!pgid) return;
-    arm_timer(c, step_timeout(step, fallback), [this, comp_name, gen, done, pgid](Component& comp) {
+    arm_timer(c, step_timeout(step, fallback), [comp_name, gen, done, pgid](Component& comp) {
       if (comp.gen != gen) return;
       Launcher::signal_group(pgid, SIGKILL);
       ++comp.gen;  // ignore the exit that follows
