@@ -1067,7 +1067,9 @@ void Link::stop(std::chrono::milliseconds deadline, std::function<void()> done) 
       // to the cloud before it sees that close, then closes the TLS side. So the connection is
       // left to go down by itself, and closed by force only at the deadline.
       try {
-        c->paho->disconnect(static_cast<int>(std::min<std::int64_t>(deadline.count(), 2000)));
+        // 0: DISCONNECT at once. Paho would otherwise wait for in-flight publishes first, which
+        // is pointless here: their rows stay in the spool and go out again after the restart.
+        c->paho->disconnect(0);
       } catch (const std::exception&) {
         impl->close_connection(c);
       }
@@ -1075,7 +1077,7 @@ void Link::stop(std::chrono::milliseconds deadline, std::function<void()> done) 
       impl->close_connection(c);  // still connecting: abandon the attempt
     }
     auto timer = std::make_shared<net::steady_timer>(impl->strand);
-    timer->expires_after(std::min(deadline, std::chrono::milliseconds(2500)));
+    timer->expires_after(deadline);
     timer->async_wait([impl, c, timer](error_code ec) {
       if (!ec && !c->down.fired()) {
         impl->log->warn("the cloud connection did not close within the shutdown deadline; closing it");

@@ -608,7 +608,7 @@ class Daemon {
           net::post(services_, finish);
         });
       };
-      if (link_) link_->stop(std::chrono::milliseconds(2000), [this, flush_spool] { net::post(services_, flush_spool); });
+      if (link_) link_->stop(std::chrono::milliseconds(5000), [this, flush_spool] { net::post(services_, flush_spool); });
       else flush_spool();
     }
   }

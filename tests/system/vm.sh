@@ -184,8 +184,8 @@ UNIT
         [ -d "$old" ] || continue
         case "$old" in "$cache"/vm-build.*) continue ;; "$cache"/vm-[0-9a-f]*) rm -rf --one-file-system "$old" ;; esac
     done
-    mv "$new" "$vm"
-    new=
+    # (another run may have finished the same image meanwhile: then ours is dropped by cleanup)
+    if mv -T "$new" "$vm" 2>/dev/null; then new=; fi
     log "VM image ready ($(du -sh "$vm" | cut -f1))"
 fi
 
