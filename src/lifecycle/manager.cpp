@@ -684,6 +684,8 @@ struct Manager::Impl {
     auto it = components.find(name);
     if (it == components.end()) return;
     if (hooks.revoke_token) hooks.revoke_token(name);
+    // Its cgroup goes too (after the stop it is empty; anything left in it is killed first).
+    if (settings.cgroups) settings.cgroups->kill_and_remove(name);
     log->info("component={} removed", name);
     components.erase(it);
   }

@@ -98,9 +98,8 @@ RECIPE
         "state $(detail "$HOG" State), pid $(detail "$HOG" PID)" \
         sh -c "[ '$(detail "$HOG" State)' = RUNNING ] && [ '$(detail "$HOG" PID)' = '$hpid' ] && kill -0 $hpid"
 
-    # Remove it again, so that boot 2 sees only smoke.sh's state: no process may be left in its
-    # cgroup. (canopyd 0.1.0 leaves the empty cgroup folder itself until canopyd.service stops:
-    # Cgroups::kill_and_remove is never called; reported, not asserted.)
+    # Remove it again, so that boot 2 sees only smoke.sh's state: no process may be left, and
+    # its cgroup goes with it.
     out=$(canopy deployment create --remove "$HOG" --wait --timeout 120 2>&1); rc=$?
     check "deployment --remove $HOG succeeds" "exit $rc: $(echo "$out" | tail -n 3 | tr '\n' ' ')" [ "$rc" -eq 0 ]
     empty() { [ ! -d "/sys/fs/cgroup$cg" ] || [ -z "$(cat "/sys/fs/cgroup$cg/cgroup.procs" 2>/dev/null)" ]; }
@@ -109,7 +108,8 @@ RECIPE
     else
         not_ok "no process is left in its cgroup" "cgroup.procs: $(tr '\n' ' ' <"/sys/fs/cgroup$cg/cgroup.procs")"
     fi
-    if [ -d "/sys/fs/cgroup$cg" ]; then echo "# note: the empty cgroup /sys/fs/cgroup$cg is left behind"; fi
+    gone() { [ ! -d "/sys/fs/cgroup$cg" ]; }
+    if [ -n "$cg" ] && wait_for 10 gone; then ok "its cgroup $cg is removed"; else not_ok "its cgroup $cg is removed" "/sys/fs/cgroup$cg still exists"; fi
     case "$dir" in /var/lib/canopy-smoke/memhog.*) rm -rf "$dir" ;; esac
 }
 
