@@ -37,24 +37,15 @@
 #include <thread>
 #include <vector>
 
+#include "bench_payload.hpp"
+
 namespace {
 
-using Clock = std::chrono::steady_clock;
-constexpr std::size_t kPayload = 256;
-
-std::int64_t now_ns() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(); }
-std::int64_t epoch_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-// Payload: bytes 0..7 sequence number, 8..15 steady-clock send time (ns), then filler.
-std::vector<std::uint8_t> make_payload(std::int64_t seq, std::int64_t t) {
-  std::vector<std::uint8_t> p(kPayload);
-  std::memcpy(p.data(), &seq, 8);
-  std::memcpy(p.data() + 8, &t, 8);
-  for (std::size_t i = 16; i < p.size(); ++i) p[i] = static_cast<std::uint8_t>('a' + i % 26);
-  return p;
-}
+using bench::Clock;
+using bench::epoch_ns;
+using bench::kPayload;
+using bench::make_payload;
+using bench::now_ns;
 
 // What the subscriber saw on one topic. Written by libmosquitto's loop thread only; the main
 // thread reads the atomics while waiting and the rest after the wait.

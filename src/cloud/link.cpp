@@ -144,9 +144,6 @@ class Signal {
 // MQTT 5 properties of an incoming message, named as IoTCoreMessage names them.
 nlohmann::json properties_json(const mqtt::properties& props) {
   nlohmann::json j = nlohmann::json::object();
-  for (std::size_t i = 0; i < props.size(); ++i) {
-    (void)i;
-  }
   try {
     if (props.contains(mqtt::property::CONTENT_TYPE))
       j["contentType"] = mqtt::get<std::string>(props, mqtt::property::CONTENT_TYPE);
@@ -322,7 +319,6 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
   std::int64_t state_since_ms = unix_ms();
   std::int64_t connected_since_ms = 0;
   std::uint64_t connects = 0;
-  std::uint64_t connect_failures = 0;
   std::uint64_t disconnects = 0;
   std::size_t inflight_count = 0;
   std::size_t inflight_limit = 0;
@@ -700,10 +696,6 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       connected_since_ms = 0;
     }
     if (!to_ack.empty()) spool.ack(std::exchange(to_ack, {}));
-    {
-      std::lock_guard lock(status_mutex);
-      ++connect_failures;
-    }
   }
 
   // ------------------------------------------------------------------------------ uplink

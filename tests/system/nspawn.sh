@@ -35,29 +35,10 @@ command -v systemd-nspawn >/dev/null || skip "systemd-nspawn not found (apt-get 
 command -v debootstrap >/dev/null || skip "debootstrap not found (apt-get install debootstrap)"
 command -v nsenter >/dev/null || skip "nsenter not found (util-linux)"
 
-arg=${1:-build}
-if [ -d "$arg" ]; then
-    shopt -s nullglob
-    debs=("$arg"/canopy_*.deb)
-    shopt -u nullglob
-    [ "${#debs[@]}" -eq 1 ] || die "expected exactly one canopy_*.deb in $arg, found ${#debs[@]} (cd $arg && cpack -G DEB)"
-    deb=${debs[0]}
-else
-    deb=$arg
-fi
-[ -f "$deb" ] || die "no such package: $deb"
-deb=$(cd "$(dirname "$deb")" && pwd)/$(basename "$deb")
-log "package $deb"
-
-mirror=${CANOPY_SYSTEST_MIRROR:-}
-if [ -z "$mirror" ]; then
-    mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-fi
-if [ -z "$mirror" ]; then
-    mirror=$(awk '$1=="deb" && $0 !~ /security/ {for (i=2;i<=NF;i++) if ($i ~ /^https?:/) {print $i; exit}}' \
-        /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
-fi
-mirror=${mirror:-http://deb.debian.org/debian}
+# shellcheck source=tests/system/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+resolve_deb "${1:-build}"
+host_mirror
 
 # --- temporary folder, cleanup --------------------------------------------------------------
 tmp=$(mktemp -d /var/tmp/canopy-systest.XXXXXX)
