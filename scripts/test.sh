@@ -5,6 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# Integration tests run components as ggc_user and the CLI as other users; they must reach this
+# checkout (build/, tests/js/node_modules). A folder above it that others cannot traverse (a
+# `mktemp -d`, mode 0700) would fail those tests with "Permission denied": make each such
+# folder traversable (o+x only: its listing stays private), and say so.
+dir=$(pwd)
+while [ "$dir" != / ]; do
+  if [ "$(stat -c %A "$dir" | cut -c10)" != x ] && [ "$(stat -c %A "$dir" | cut -c10)" != t ]; then
+    echo "test.sh: making $dir traversable by other users (chmod o+x) so that ggc_user and the test users reach the checkout"
+    chmod o+x "$dir"
+  fi
+  dir=$(dirname "$dir")
+done
 start=$(date +%s)
 ./scripts/build.sh
 echo "test.sh: build took $(( $(date +%s) - start )) s"
