@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <deque>
 #include <map>
 #include <mutex>
 #include <random>
@@ -49,7 +48,10 @@ struct LocalMqttClient::Impl : std::enable_shared_from_this<Impl> {
   std::uint64_t gen = 0;  // connection generation: acks and results of an old one are dropped
   bool up = false;
   std::vector<std::string> filters;
-  std::deque<std::string> outq;
+  // Packets gather in `out` while a write is in progress and go out together in the next one
+  // (a burst of PUBACKs costs one write, not one each).
+  std::string out;
+  std::string sending;
   bool writing = false;
   std::uint16_t next_id = 1;
   std::map<std::uint16_t, std::function<void(bool)>> pending_publishes;
@@ -76,21 +78,23 @@ struct LocalMqttClient::Impl : std::enable_shared_from_this<Impl> {
     return 0;
   }
 
-  void send(std::string bytes) {
-    outq.push_back(std::move(bytes));
+  void send(std::string_view bytes) {
+    out.append(bytes);
     if (!writing) write_next();
   }
 
   void write_next() {
-    if (outq.empty() || !socket.is_open()) {
+    if (out.empty() || !socket.is_open()) {
       writing = false;
       return;
     }
     writing = true;
+    sending.swap(out);
+    out.clear();
     auto self = shared_from_this();
-    net::async_write(socket, net::buffer(outq.front()), [self, g = gen](error_code ec, std::size_t) {
+    net::async_write(socket, net::buffer(sending), [self, g = gen](error_code ec, std::size_t) {
       if (g != self->gen) return;
-      self->outq.pop_front();
+      self->sending.clear();
       if (ec) {
         self->writing = false;
         self->drop("writing to the local broker failed: " + ec.message());
@@ -106,7 +110,7 @@ struct LocalMqttClient::Impl : std::enable_shared_from_this<Impl> {
     up = false;
     error_code ignored;
     socket.close(ignored);
-    outq.clear();
+    out.clear();  // (`sending` may still be referenced by the cancelled write; it is replaced later)
     writing = false;
     for (auto& [id, done] : std::exchange(pending_publishes, {}))
       if (done) done(false);

@@ -1,19 +1,15 @@
-// The cloud link (see link.hpp for the contract and why TLS is piped under Paho).
+// The cloud link (see link.hpp for the contract): canopyd's own MQTT client (canopy::mqtt codec)
+// over the identity's TLS stream, on the link's strand.
 #include "canopy/cloud/link.hpp"
 
-#include <dirent.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <deque>
 #include <atomic>
-#include <fstream>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <random>
 #include <set>
-#include <sstream>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -26,16 +22,17 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <fmt/format.h>
-#include <mqtt/async_client.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
 #include "canopy/core/base64.hpp"
 #include "canopy/core/log.hpp"
+#include "canopy/mqtt/codec.hpp"
 #include "canopy/pubsub/topic_filter.hpp"
 #include "canopy/spool/spool.hpp"
 #include "canopy/trust/tls_identity.hpp"
@@ -67,58 +64,15 @@ std::int64_t unix_ms() {
       .count();
 }
 
-// The descriptor, in this process, of the TCP connection from 127.0.0.1:peer_port to
-// 127.0.0.1:local_port (its socket inode from /proc/self/net/tcp is one of our open
-// descriptors), or -1 when that connection belongs to another process.
-int peer_fd_in_this_process(unsigned peer_port, unsigned local_port) {
-  std::ifstream in("/proc/self/net/tcp");
-  std::string line;
-  std::getline(in, line);  // header
-  const std::string want_local = fmt::format("0100007F:{:04X}", peer_port);
-  const std::string want_remote = fmt::format("0100007F:{:04X}", local_port);
-  std::string inode;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string sl, local, remote, st, queues, timer, retr, uid, timeout, ino;
-    fields >> sl >> local >> remote >> st >> queues >> timer >> retr >> uid >> timeout >> ino;
-    if (local == want_local && remote == want_remote) {
-      inode = ino;
-      break;
-    }
-  }
-  if (inode.empty() || inode == "0") return -1;
-  const std::string target = "socket:[" + inode + "]";
-  DIR* d = ::opendir("/proc/self/fd");
-  if (d == nullptr) return -1;
-  int found = -1;
-  while (dirent* e = ::readdir(d)) {
-    char buf[64];
-    const std::string p = std::string("/proc/self/fd/") + e->d_name;
-    const ssize_t n = ::readlink(p.c_str(), buf, sizeof buf - 1);
-    if (n <= 0) continue;
-    if (std::string_view(buf, static_cast<std::size_t>(n)) == target) {
-      found = std::atoi(e->d_name);
-      break;
-    }
-  }
-  ::closedir(d);
-  return found;
-}
-
-// Paho C 1.3 waits up to a second whenever a write to its socket is partial (its send thread
-// sleeps until a timeout; fixed upstream only in 1.4). Large loopback buffers on both ends of
-// the pipe make partial writes rare.
-void enlarge_buffers(int fd) {
-  const int size = 4 * 1024 * 1024;
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-}
-
 bool is_ip_literal(const std::string& host) {
   error_code ec;
   net::ip::make_address(host, ec);
   return !ec;
 }
+
+// The largest packet canopyd accepts from the cloud: a 128 KiB payload (AWS IoT Core's limit)
+// plus a topic and properties, with room to spare for other brokers.
+constexpr std::size_t kMaxIncomingPacket = 1024 * 1024;
 
 // A one-shot signal a coroutine can wait for with a deadline.
 class Signal {
@@ -142,85 +96,46 @@ class Signal {
 };
 
 // MQTT 5 properties of an incoming message, named as IoTCoreMessage names them.
-nlohmann::json properties_json(const mqtt::properties& props) {
+nlohmann::json properties_json(const mqtt::Properties& p) {
   nlohmann::json j = nlohmann::json::object();
-  try {
-    if (props.contains(mqtt::property::CONTENT_TYPE))
-      j["contentType"] = mqtt::get<std::string>(props, mqtt::property::CONTENT_TYPE);
-    if (props.contains(mqtt::property::RESPONSE_TOPIC))
-      j["responseTopic"] = mqtt::get<std::string>(props, mqtt::property::RESPONSE_TOPIC);
-    if (props.contains(mqtt::property::CORRELATION_DATA)) {
-      const std::string cd = mqtt::get<std::string>(props, mqtt::property::CORRELATION_DATA);
-      j["correlationData"] = base64_encode(std::span(reinterpret_cast<const std::uint8_t*>(cd.data()), cd.size()));
-    }
-    if (props.contains(mqtt::property::PAYLOAD_FORMAT_INDICATOR))
-      j["payloadFormat"] = mqtt::get<std::uint8_t>(props, mqtt::property::PAYLOAD_FORMAT_INDICATOR) ? "UTF8" : "BYTES";
-    if (props.contains(mqtt::property::MESSAGE_EXPIRY_INTERVAL))
-      j["messageExpiryIntervalSeconds"] = mqtt::get<std::uint32_t>(props, mqtt::property::MESSAGE_EXPIRY_INTERVAL);
-    const auto n = props.count(mqtt::property::USER_PROPERTY);
-    if (n > 0) {
-      nlohmann::json ups = nlohmann::json::array();
-      for (std::size_t i = 0; i < n; ++i) {
-        auto kv = mqtt::get<mqtt::string_pair>(props, mqtt::property::USER_PROPERTY, i);
-        ups.push_back({{"key", std::get<0>(kv)}, {"value", std::get<1>(kv)}});
-      }
-      j["userProperties"] = std::move(ups);
-    }
-  } catch (const std::exception&) {
-    // A property of an unexpected type: deliver the message without it.
+  if (p.content_type) j["contentType"] = *p.content_type;
+  if (p.response_topic) j["responseTopic"] = *p.response_topic;
+  if (p.correlation_data)
+    j["correlationData"] = base64_encode(std::span(
+        reinterpret_cast<const std::uint8_t*>(p.correlation_data->data()), p.correlation_data->size()));
+  if (p.payload_format) j["payloadFormat"] = *p.payload_format ? "UTF8" : "BYTES";
+  if (p.message_expiry) j["messageExpiryIntervalSeconds"] = *p.message_expiry;
+  if (!p.user_properties.empty()) {
+    nlohmann::json ups = nlohmann::json::array();
+    for (const auto& [k, v] : p.user_properties) ups.push_back({{"key", k}, {"value", v}});
+    j["userProperties"] = std::move(ups);
   }
   return j;
 }
 
 // The spool's JSON properties (as PublishToIoTCore gave them) as MQTT 5 properties.
-mqtt::properties to_mqtt_properties(const std::string& json_text, std::uint32_t expiry_left) {
-  mqtt::properties props;
-  if (expiry_left > 0) props.add({mqtt::property::MESSAGE_EXPIRY_INTERVAL, static_cast<int32_t>(expiry_left)});
+mqtt::Properties to_mqtt_properties(const std::string& json_text, std::uint32_t expiry_left) {
+  mqtt::Properties props;
+  if (expiry_left > 0) props.message_expiry = expiry_left;
   if (json_text.empty()) return props;
   const auto j = nlohmann::json::parse(json_text, nullptr, false);
   if (!j.is_object()) return props;
-  try {
-    if (auto it = j.find("contentType"); it != j.end() && it->is_string())
-      props.add({mqtt::property::CONTENT_TYPE, it->get<std::string>()});
-    if (auto it = j.find("responseTopic"); it != j.end() && it->is_string())
-      props.add({mqtt::property::RESPONSE_TOPIC, it->get<std::string>()});
-    if (auto it = j.find("correlationData"); it != j.end() && it->is_string()) {
-      auto raw = base64_decode(it->get<std::string>());
-      if (raw) props.add({mqtt::property::CORRELATION_DATA, std::string(raw->begin(), raw->end())});
-    }
-    if (auto it = j.find("payloadFormat"); it != j.end() && it->is_string())
-      props.add({mqtt::property::PAYLOAD_FORMAT_INDICATOR, static_cast<std::uint8_t>(*it == "UTF8" ? 1 : 0)});
-    if (auto it = j.find("userProperties"); it != j.end() && it->is_array())
-      for (const auto& kv : *it)
-        if (kv.is_object() && kv.contains("key") && kv.contains("value") && kv["key"].is_string() &&
-            kv["value"].is_string())
-          props.add({mqtt::property::USER_PROPERTY, kv["key"].get<std::string>(), kv["value"].get<std::string>()});
-  } catch (const std::exception&) {
-    // Properties were validated when the message was accepted; skip anything odd.
+  // Properties were validated when the message was accepted; anything odd is skipped.
+  if (auto it = j.find("contentType"); it != j.end() && it->is_string()) props.content_type = it->get<std::string>();
+  if (auto it = j.find("responseTopic"); it != j.end() && it->is_string())
+    props.response_topic = it->get<std::string>();
+  if (auto it = j.find("correlationData"); it != j.end() && it->is_string()) {
+    auto raw = base64_decode(it->get<std::string>());
+    if (raw) props.correlation_data = std::string(raw->begin(), raw->end());
   }
+  if (auto it = j.find("payloadFormat"); it != j.end() && it->is_string())
+    props.payload_format = static_cast<std::uint8_t>(*it == "UTF8" ? 1 : 0);
+  if (auto it = j.find("userProperties"); it != j.end() && it->is_array())
+    for (const auto& kv : *it)
+      if (kv.is_object() && kv.contains("key") && kv.contains("value") && kv["key"].is_string() &&
+          kv["value"].is_string())
+        props.user_properties.emplace_back(kv["key"].get<std::string>(), kv["value"].get<std::string>());
   return props;
-}
-
-// Paho's action listener: forwards to a function (which only posts to the strand).
-class Listener final : public mqtt::iaction_listener {
- public:
-  using Fn = std::function<void(bool ok, const mqtt::token& tok)>;
-  explicit Listener(Fn fn) : fn_(std::move(fn)) {}
-  void on_success(const mqtt::token& tok) override { fn_(true, tok); }
-  void on_failure(const mqtt::token& tok) override { fn_(false, tok); }
-
- private:
-  Fn fn_;
-};
-
-std::string reason_text(const mqtt::token& tok) {
-  const int rc = tok.get_return_code();
-  const auto reason = tok.get_reason_code();
-  if (reason != mqtt::ReasonCode::SUCCESS)
-    return fmt::format("{} (reason code {:#04x})", mqtt::exception::reason_code_str(static_cast<int>(reason)),
-                       static_cast<int>(reason));
-  if (rc != 0) return fmt::format("{} (return code {})", mqtt::exception::error_str(rc), rc);
-  return "no reason given";
 }
 
 }  // namespace
@@ -235,36 +150,52 @@ struct Subscription {
   Link::RefusedHandler on_refused;
 };
 
-// One connection attempt: the TLS stream, the loopback socket Paho uses, and the Paho client.
+// One connection attempt: the TLS stream and the MQTT session state that lives as long as it.
 struct Connection {
-  explicit Connection(const net::any_io_executor& ex, net::ssl::context& ctx)
-      : tls(ex, ctx), plain(ex), connack(ex), down(ex) {}
+  Connection(const net::any_io_executor& ex, net::ssl::context& ctx)
+      : tls(ex, ctx), connack(ex), down(ex), write_wake(ex), ping_timer(ex) {}
   std::uint64_t gen = 0;
   beast::ssl_stream<beast::tcp_stream> tls;
-  tcp::socket plain;
-  std::unique_ptr<mqtt::async_client> paho;
-  std::unique_ptr<Listener> connect_listener;
-  std::unique_ptr<Listener> publish_listener;
-  std::unique_ptr<Listener> subscribe_listener;
-  std::unique_ptr<Listener> disconnect_listener;
-  Signal connack;  // fired with connected_ok set
+  Signal connack;  // fired with connected_ok set (or at failure)
   Signal down;     // fired when the connection is gone
-  bool connected_ok = false;
+  bool connected_ok = false;  // the CONNACK accepted the connection
+  bool session_ready = false;  // ... and on_connected() has set up the uplink: sending may start
+  bool closed = false;
   std::string failure;  // why it went down / failed, for the operator
-  int pipes = 0;
+
+  // Writing: packets are appended to `out` on the strand; the writer sends all that has
+  // gathered in one TLS write while the previous write is in progress, so a burst of PUBLISH
+  // packets costs a few large writes, not one each.
+  std::string out;
+  std::string sending;
+  net::steady_timer write_wake;
+  Clock::time_point last_write = Clock::now();
+
+  // Keep-alive.
+  net::steady_timer ping_timer;
+  std::chrono::seconds keep_alive{60};
+  bool ping_outstanding = false;
+  Clock::time_point ping_sent;
+
+  // MQTT session: packet ids of unacknowledged publishes (-> spool row id) and subscriptions.
+  std::uint16_t next_packet_id = 1;
+  std::unordered_map<std::uint16_t, std::int64_t> publishes;
+  std::unordered_map<std::uint16_t, std::string> subscribes;  // -> filter
+  std::size_t max_packet = 268'435'455;  // the cloud's Maximum Packet Size
 };
 
 struct Link::Impl : std::enable_shared_from_this<Impl> {
   Impl(net::any_io_executor ex, LinkOptions o, spool::Spool& s)
-      : strand(net::make_strand(ex)), options(std::move(o)), spool(s), acceptor(strand), backoff_timer(strand),
-        rate_timer(strand), log(log::get("cloud")), rng(std::random_device{}()) {}
+      : strand(net::make_strand(ex)), options(std::move(o)), spool(s), backoff_timer(strand), rate_timer(strand),
+        log(log::get("cloud")), rng(std::random_device{}()) {
+    version = options.mqtt_version == 5 ? mqtt::Version::v5 : mqtt::Version::v311;
+  }
 
   net::strand<net::any_io_executor> strand;
   LinkOptions options;
+  mqtt::Version version;
   spool::Spool& spool;
   std::unique_ptr<net::ssl::context> ssl_ctx;
-  tcp::acceptor acceptor;
-  unsigned shim_port = 0;
   net::steady_timer backoff_timer;
   net::steady_timer rate_timer;
   std::shared_ptr<spdlog::logger> log;
@@ -275,9 +206,8 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
   std::shared_ptr<Connection> conn;  // the current attempt, if any
   std::uint64_t gen = 0;
 
-  // Uplink.
   // Uplink. Rows are fetched ahead (so a PUBACK never waits for the database before the next
-  // send) into two lanes and handed to Paho while fewer than `window` are unacknowledged:
+  // send) into two lanes and written while fewer than `window` are unacknowledged:
   // - the backlog lane walks the whole spool in id order (with live_share 0, the only lane);
   // - the live lane, when the spool held a backlog at connect, walks only rows newer than that
   //   backlog, and sends a row only if its topic has nothing older left to send (per-topic FIFO
@@ -297,7 +227,7 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
   bool live_active = false;
   std::int64_t backlog_end = 0;        // newest id of the backlog at connect
   bool backlog_blocked = false;        // the backlog lane waits for the live lane to look further
-  std::int64_t backlog_sent_upto = 0;  // newest id the backlog lane handed to Paho
+  std::int64_t backlog_sent_upto = 0;  // newest id the backlog lane sent
   std::map<std::string, std::int64_t> backlog_last;  // topic -> newest id of the backlog at connect
   std::set<std::string> deferred;      // topics the live lane leaves to the backlog lane
   std::set<std::int64_t> sent_live;    // ids the live lane sent, for the backlog lane to skip
@@ -311,6 +241,7 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
   // Downlink.
   std::map<std::uint64_t, Subscription> subs;
   std::atomic<std::uint64_t> next_sub{1};
+  std::atomic<bool> wake_pending{false};
 
   // Status, read from any thread.
   mutable std::mutex status_mutex;
@@ -332,6 +263,8 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     state_value = s;
     if (!error.empty()) last_error = error;
   }
+
+  std::string where() const { return fmt::format("{}:{}", options.endpoint, options.port); }
 
   // ------------------------------------------------------------------------------ connecting
 
@@ -358,8 +291,8 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
         next_attempt_ms = unix_ms() + delay.count();
       }
       set_state(LinkState::waiting, why);
-      log->info("endpoint={}:{} next connection attempt in {} ms (attempt {} since the last stable connection)",
-                options.endpoint, options.port, delay.count(), failures);
+      log->info("endpoint={} next connection attempt in {} ms (attempt {} since the last stable connection)", where(),
+                delay.count(), failures);
       backoff_timer.expires_after(delay);
       co_await backoff_timer.async_wait(kTuple);
     }
@@ -375,23 +308,22 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
   // A readable sentence for a failed TLS handshake.
   std::string handshake_failure(const error_code& ec, SSL* ssl) {
     const long verify = SSL_get_verify_result(ssl);
-    const std::string where = fmt::format("{}:{}", options.endpoint, options.port);
     if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH)
       return fmt::format("TLS to {} failed: the server's certificate is not for the host name {} (check "
                          "iotDataEndpoint)",
-                         where, options.endpoint);
+                         where(), options.endpoint);
     if (verify != X509_V_OK)
       return fmt::format("TLS to {} failed: the server's certificate is not trusted: {} (check system.rootCaPath)",
-                         where, X509_verify_cert_error_string(verify));
-    if (ec == beast::error::timeout) return fmt::format("TLS to {} failed: the handshake timed out", where);
+                         where(), X509_verify_cert_error_string(verify));
+    if (ec == beast::error::timeout) return fmt::format("TLS to {} failed: the handshake timed out", where());
     std::string detail = ec.message();
     if (ec.category() == net::error::get_ssl_category()) {
       const std::string queue = trust::last_tls_error("");
       if (!queue.empty()) detail = queue;
     }
     if (detail.find("protocol version") != std::string::npos || detail.find("unsupported protocol") != std::string::npos)
-      return fmt::format("TLS to {} failed: the server does not offer TLS 1.2 or later ({})", where, detail);
-    return fmt::format("TLS to {} failed: {}", where, detail);
+      return fmt::format("TLS to {} failed: the server does not offer TLS 1.2 or later ({})", where(), detail);
+    return fmt::format("TLS to {} failed: {}", where(), detail);
   }
 
   net::awaitable<void> attempt() {
@@ -400,7 +332,6 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     c->gen = ++gen;
     conn = c;
     const auto deadline = Clock::now() + options.connect_timeout;
-    const std::string where = fmt::format("{}:{}", options.endpoint, options.port);
 
     // 1. TCP and TLS, with the identity's context.
     tcp::resolver resolver(strand);
@@ -422,8 +353,8 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     beast::get_lowest_layer(c->tls).expires_at(deadline);
     auto [cec, ep] = co_await beast::get_lowest_layer(c->tls).async_connect(endpoints, kTuple);
     if (cec) {
-      fail_attempt(c, cec == beast::error::timeout ? fmt::format("connecting to {} timed out", where)
-                                                   : fmt::format("cannot connect to {}: {}", where, cec.message()));
+      fail_attempt(c, cec == beast::error::timeout ? fmt::format("connecting to {} timed out", where())
+                                                   : fmt::format("cannot connect to {}: {}", where(), cec.message()));
       co_return;
     }
     beast::get_lowest_layer(c->tls).socket().set_option(tcp::no_delay(true));
@@ -436,138 +367,30 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     }
     beast::get_lowest_layer(c->tls).expires_never();
     const auto tls_ms = std::chrono::duration<double, std::milli>(Clock::now() - tls_started).count();
-    log->debug("endpoint={} TLS {} established in {:.1f} ms ({})", where, SSL_get_version(ssl), tls_ms,
+    log->debug("endpoint={} TLS {} established in {:.1f} ms ({})", where(), SSL_get_version(ssl), tls_ms,
                options.identity->key_description());
 
-    // 2. Paho, connecting to our loopback port.
-    mqtt::create_options create(options.mqtt_version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1);
-    try {
-      c->paho = std::make_unique<mqtt::async_client>(fmt::format("tcp://127.0.0.1:{}", shim_port), options.client_id,
-                                                     create, nullptr);
-    } catch (const std::exception& e) {
-      fail_attempt(c, std::string("cannot create the MQTT client: ") + e.what());
-      co_return;
+    // 2. MQTT CONNECT. A clean session: the spool, not the broker, holds what is still to be
+    // delivered, and every cloud subscription is made again after each connect.
+    mqtt::ConnectOptions co;
+    co.version = version;
+    co.client_id = options.client_id;
+    co.clean_start = true;
+    co.keep_alive_seconds = static_cast<std::uint16_t>(std::clamp<std::int64_t>(options.keep_alive.count(), 0, 65535));
+    if (version == mqtt::Version::v5) {
+      co.properties.maximum_packet_size = static_cast<std::uint32_t>(kMaxIncomingPacket);
+      co.properties.receive_maximum = 1000;  // QoS 1 messages the cloud may have unacknowledged to us
     }
-    std::weak_ptr<Impl> weak = self;
-    const std::uint64_t g = c->gen;
-    auto on_strand = [weak](auto fn) {
-      if (auto s = weak.lock()) net::post(s->strand, [s, fn = std::move(fn)]() mutable { fn(*s); });
-    };
-    c->paho->set_connection_lost_handler([on_strand, g](const std::string& cause) {
-      on_strand([g, cause](Impl& s) { s.connection_gone(g, cause.empty() ? "the connection was lost" : cause); });
-    });
-    c->paho->set_disconnected_handler([on_strand, g](const mqtt::properties&, mqtt::ReasonCode rc) {
-      on_strand([g, rc](Impl& s) {
-        std::string why = fmt::format("the cloud closed the connection: {} (reason code {:#04x})",
-                                      mqtt::exception::reason_code_str(static_cast<int>(rc)), static_cast<int>(rc));
-        if (rc == mqtt::ReasonCode::SESSION_TAKEN_OVER)
-          why = fmt::format("another client connected with the client id {} and took the session over; check that "
-                            "no other device uses this thing name",
-                            s.options.client_id);
-        s.connection_gone(g, why);
-      });
-    });
-    c->paho->set_message_callback([on_strand, g](mqtt::const_message_ptr msg) {
-      IncomingMessage m;
-      m.topic = msg->get_topic();
-      m.payload = msg->get_payload_str();
-      m.qos = msg->get_qos();
-      m.retain = msg->is_retained();
-      m.properties = properties_json(msg->get_properties());
-      on_strand([g, m = std::move(m)](Impl& s) { s.deliver(g, m); });
-    });
-    c->connect_listener = std::make_unique<Listener>([on_strand, g](bool ok, const mqtt::token& tok) {
-      std::string why = ok ? std::string() : reason_text(tok);
-      // MQTT 5: the broker's Receive Maximum caps unacknowledged publishes (Mosquitto: 20,
-      // AWS IoT Core: 100). Paho obeys it and stalls for a second whenever more are queued.
-      std::size_t receive_maximum = 0;
-      if (ok) {
-        try {
-          const auto rsp = tok.get_connect_response();  // by value: keep it while reading its properties
-          const auto& props = rsp.get_properties();
-          if (props.contains(mqtt::property::RECEIVE_MAXIMUM))
-            receive_maximum = mqtt::get<std::uint16_t>(props, mqtt::property::RECEIVE_MAXIMUM);
-        } catch (const std::exception&) {
-        }
-      }
-      on_strand([g, ok, why, receive_maximum](Impl& s) { s.connect_result(g, ok, why, receive_maximum); });
-    });
-    // Delivery results are queued and handled in batches: one wake-up of the link's thread per
-    // batch instead of per message (thread hand-offs, not TLS, limited the drain).
-    c->publish_listener = std::make_unique<Listener>([weak, g](bool ok, const mqtt::token& tok) {
-      const auto id = static_cast<std::int64_t>(reinterpret_cast<std::intptr_t>(tok.get_user_context()));
-      auto s = weak.lock();
-      if (!s) return;
-      bool first = false;
-      {
-        std::lock_guard lock(s->results_mutex);
-        first = s->results.empty();
-        s->results.push_back({g, id, ok, ok ? std::string() : reason_text(tok)});
-      }
-      if (first) net::post(s->strand, [s] { s->drain_results(); });
-    });
-    c->subscribe_listener = std::make_unique<Listener>([on_strand, g](bool ok, const mqtt::token& tok) {
-      if (ok) return;
-      std::string filter = tok.get_topics() && !tok.get_topics()->empty() ? (*tok.get_topics())[0] : std::string();
-      std::string why = reason_text(tok);
-      on_strand([g, filter, why](Impl& s) { s.subscribe_refused(g, filter, why); });
-    });
+    c->keep_alive = options.keep_alive;
+    mqtt::encode_connect(c->out, co);
+    net::co_spawn(strand, reader(c), net::detached);
+    net::co_spawn(strand, writer(c), net::detached);
 
-    auto opts = mqtt::connect_options_builder()
-                    .keep_alive_interval(options.keep_alive)
-                    .connect_timeout(options.connect_timeout)
-                    .automatic_reconnect(false)
-                    .finalize();
-    opts.set_mqtt_version(options.mqtt_version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1);
-    // A clean session: the spool, not the broker, holds what is still to be delivered, and every
-    // cloud subscription is made again after each connect.
-    if (options.mqtt_version == 5)
-      opts.set_clean_start(true);
-    else
-      opts.set_clean_session(true);
-    opts.set_max_inflight(static_cast<int>(std::max<std::size_t>(options.max_inflight, 1) + 10));
-    try {
-      c->paho->connect(opts, nullptr, *c->connect_listener);
-    } catch (const std::exception& e) {
-      fail_attempt(c, std::string("the MQTT client could not start connecting: ") + e.what());
-      co_return;
-    }
-
-    // 3. Take Paho's connection on the loopback port (ours only) and pipe it into TLS.
-    net::steady_timer accept_deadline(strand);
-    accept_deadline.expires_at(deadline);
-    accept_deadline.async_wait([this](error_code ec) {
-      if (!ec) acceptor.cancel();
-    });
-    for (;;) {
-      auto [aec, sock] = co_await acceptor.async_accept(kTuple);
-      if (aec) {
-        fail_attempt(c, fmt::format("the MQTT client did not connect within {} s",
-                                    options.connect_timeout.count()));
-        co_return;
-      }
-      error_code pe;
-      const auto peer = sock.remote_endpoint(pe);
-      const int paho_fd = pe ? -1 : peer_fd_in_this_process(peer.port(), shim_port);
-      if (paho_fd >= 0) {
-        enlarge_buffers(paho_fd);
-        enlarge_buffers(sock.native_handle());
-        c->plain = std::move(sock);
-        break;
-      }
-      log->warn("a process other than canopyd connected to the cloud link's internal port 127.0.0.1:{}; "
-                "connection closed",
-                shim_port);
-    }
-    accept_deadline.cancel();
-    c->plain.set_option(tcp::no_delay(true));
-    net::co_spawn(strand, pipe_tls_to_plain(c), net::detached);
-    net::co_spawn(strand, pipe_plain_to_tls(c), net::detached);
-
-    // 4. CONNACK.
+    // 3. CONNACK.
     const bool answered = co_await c->connack.wait(deadline - Clock::now());
     if (!answered || !c->connected_ok) {
-      if (!answered) fail_attempt(c, fmt::format("no CONNACK from {} within {} s", where, options.connect_timeout.count()));
+      if (!answered)
+        fail_attempt(c, fmt::format("no CONNACK from {} within {} s", where(), options.connect_timeout.count()));
       co_return;
     }
     const auto connected_at = Clock::now();
@@ -578,117 +401,251 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       last_error.clear();
     }
     set_state(LinkState::connected);
-    log->info("endpoint={} connected as {} (MQTT {}, {}, key: {})", where, options.client_id,
-              options.mqtt_version == 5 ? "5" : "3.1.1", SSL_get_version(ssl), options.identity->key_description());
+    log->info("endpoint={} connected as {} (MQTT {}, {}, key: {})", where(), options.client_id,
+              version == mqtt::Version::v5 ? "5" : "3.1.1", SSL_get_version(ssl), options.identity->key_description());
+    if (c->keep_alive.count() > 0) net::co_spawn(strand, keep_alive(c), net::detached);
     on_connected(c);
 
-    // 5. Until it goes down (also when stopping: stop() lets the DISCONNECT go out first).
+    // 4. Until it goes down (also when stopping: stop() lets the DISCONNECT go out first).
     while (!c->down.fired()) co_await c->down.wait(std::chrono::hours(24));
     {
       std::lock_guard lock(status_mutex);
       ++disconnects;
     }
-    log->warn("endpoint={} disconnected after {} s: {}; {} message(s) in flight stay in the spool", where,
+    log->warn("endpoint={} disconnected after {} s: {}; {} message(s) in flight stay in the spool", where(),
               std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - connected_at).count(),
               c->failure.empty() ? "stopping" : c->failure, inflight.size());
   }
 
-  net::awaitable<void> pipe_tls_to_plain(std::shared_ptr<Connection> c) {
-    ++c->pipes;
-    std::vector<char> buf(16 * 1024);
-    for (;;) {
-      auto [ec, n] = co_await c->tls.async_read_some(net::buffer(buf), kTuple);
-      if (ec) {
-        std::string why = "the cloud closed the connection";
-        if (ec.category() == net::error::get_ssl_category()) {
-          const std::string q = trust::last_tls_error("");
-          std::string detail = q.empty() ? ec.message() : q;
-          if (detail.find("alert") != std::string::npos)
-            why = fmt::format("the cloud ended the TLS session: {} (if this follows the connect, the cloud refused "
-                              "the device certificate {})",
-                              detail, options.identity->certificate_subject());
-          else
-            why = "TLS error: " + detail;
-        } else if (ec != net::error::eof && ec != net::error::operation_aborted) {
-          why = "the connection to the cloud failed: " + ec.message();
-        }
-        if (ec != net::error::operation_aborted) fail_attempt(c, why);
-        break;
-      }
-      auto [wec, w] = co_await net::async_write(c->plain, net::buffer(buf.data(), n), kTuple);
-      if (wec) break;
-    }
-    close_connection(c);
-    --c->pipes;
+  // ------------------------------------------------------------------------------ the wire
+
+  // Queues bytes already appended to c->out for the writer.
+  void flush(const std::shared_ptr<Connection>& c) {
+    if (!c->out.empty()) c->write_wake.cancel();
   }
 
-  net::awaitable<void> pipe_plain_to_tls(std::shared_ptr<Connection> c) {
-    ++c->pipes;
-    std::vector<char> buf(16 * 1024);
-    for (;;) {
-      auto [ec, n] = co_await c->plain.async_read_some(net::buffer(buf), kTuple);
-      if (ec) break;
-      auto [wec, w] = co_await net::async_write(c->tls, net::buffer(buf.data(), n), kTuple);
-      if (wec) {
-        fail_attempt(c, "writing to the cloud failed: " + wec.message());
+  net::awaitable<void> writer(std::shared_ptr<Connection> c) {
+    while (!c->closed) {
+      if (c->out.empty()) {
+        c->write_wake.expires_at(Clock::time_point::max());
+        co_await c->write_wake.async_wait(kTuple);
+        continue;
+      }
+      c->sending.swap(c->out);
+      c->out.clear();
+      auto [ec, n] = co_await net::async_write(c->tls, net::buffer(c->sending), kTuple);
+      c->sending.clear();
+      if (ec) {
+        if (ec != net::error::operation_aborted) fail_attempt(c, "writing to the cloud failed: " + ec.message());
         break;
+      }
+      c->last_write = Clock::now();
+    }
+    close_connection(c);
+  }
+
+  std::string read_failure(const error_code& ec) {
+    if (ec.category() == net::error::get_ssl_category()) {
+      const std::string q = trust::last_tls_error("");
+      std::string detail = q.empty() ? ec.message() : q;
+      if (detail.find("alert") != std::string::npos)
+        return fmt::format("the cloud ended the TLS session: {} (if this follows the connect, the cloud refused the "
+                           "device certificate {})",
+                           detail, options.identity->certificate_subject());
+      if (detail.find("stream truncated") != std::string::npos) return "the cloud closed the connection";
+      return "TLS error: " + detail;
+    }
+    if (ec == net::error::eof) return "the cloud closed the connection";
+    return "the connection to the cloud failed: " + ec.message();
+  }
+
+  net::awaitable<void> reader(std::shared_ptr<Connection> c) {
+    std::string in;
+    std::size_t at = 0;  // start of the unparsed bytes in `in`
+    std::vector<char> buf(64 * 1024);
+    while (!c->closed) {
+      auto [ec, n] = co_await c->tls.async_read_some(net::buffer(buf), kTuple);
+      if (ec) {
+        if (ec != net::error::operation_aborted) fail_attempt(c, read_failure(ec));
+        break;
+      }
+      in.append(buf.data(), n);
+      bool any = false;
+      while (!c->closed) {
+        auto parsed = mqtt::parse(std::string_view(in).substr(at), version, kMaxIncomingPacket);
+        if (!parsed) {
+          fail_attempt(c, fmt::format("the cloud sent a malformed MQTT packet ({}); reconnecting",
+                                      parsed.error().message));
+          close_connection(c);
+          break;
+        }
+        if (parsed->used == 0) break;
+        at += parsed->used;
+        any = true;
+        handle(c, std::move(*parsed->packet));
+      }
+      if (at == in.size()) {
+        in.clear();
+        at = 0;
+      } else if (at > 64 * 1024) {
+        in.erase(0, at);
+        at = 0;
+      }
+      if (any && c == conn && !c->closed) {
+        {
+          std::lock_guard lock(status_mutex);
+          inflight_count = inflight.size();
+        }
+        pump();
+        flush(c);
       }
     }
     close_connection(c);
-    --c->pipes;
+  }
+
+  void protocol_error(const std::shared_ptr<Connection>& c, std::string why) {
+    fail_attempt(c, "the cloud broke the MQTT protocol: " + why);
+    if (version == mqtt::Version::v5) {
+      // Tell the cloud why (0x82 protocol error) before closing, best effort.
+      mqtt::encode_disconnect(c->out, version, 0x82);
+      flush(c);
+    }
+    close_connection(c);
+  }
+
+  void handle(const std::shared_ptr<Connection>& c, mqtt::Packet p) {
+    if (!c->connected_ok && p.type != mqtt::Type::connack && p.type != mqtt::Type::disconnect)
+      return protocol_error(c, fmt::format("its first packet was of type {}, not a CONNACK", static_cast<int>(p.type)));
+    switch (p.type) {
+      case mqtt::Type::connack: return on_connack(c, p);
+      case mqtt::Type::puback: {
+        const auto it = c->publishes.find(p.packet_id);
+        if (it == c->publishes.end()) return;  // a publish_direct QoS 0 never has one; a stale id
+        const std::int64_t id = it->second;
+        c->publishes.erase(it);
+        const bool ok = p.reason < 0x80;  // 0x10 "no matching subscribers" is a success
+        publish_result(c->gen, id, ok, ok ? std::string() : mqtt::reason_text(version, p.reason, p.type));
+        return;
+      }
+      case mqtt::Type::publish: return on_publish(c, std::move(p));
+      case mqtt::Type::suback: {
+        const auto it = c->subscribes.find(p.packet_id);
+        if (it == c->subscribes.end()) return;
+        const std::string filter = std::move(it->second);
+        c->subscribes.erase(it);
+        const std::uint8_t code = p.codes.empty() ? 0x80 : p.codes.front();
+        if (code >= 0x80) subscribe_refused(c->gen, filter, mqtt::reason_text(version, code, p.type));
+        return;
+      }
+      case mqtt::Type::unsuback: return;
+      case mqtt::Type::pingresp: c->ping_outstanding = false; return;
+      case mqtt::Type::disconnect: {
+        std::string why = fmt::format("the cloud closed the connection: {}", mqtt::reason_text(version, p.reason, p.type));
+        if (p.reason == 0x8E)
+          why = fmt::format("another client connected with the client id {} and took the session over; check that "
+                            "no other device uses this thing name",
+                            options.client_id);
+        if (p.properties.reason_string) why += " (" + *p.properties.reason_string + ")";
+        fail_attempt(c, why);
+        close_connection(c);
+        return;
+      }
+      default:
+        return protocol_error(c, fmt::format("it sent a packet of type {}, which Canopy never asks for",
+                                             static_cast<int>(p.type)));
+    }
+  }
+
+  void on_connack(const std::shared_ptr<Connection>& c, const mqtt::Packet& p) {
+    if (c->connected_ok) return protocol_error(c, "a second CONNACK");
+    if (p.reason != 0) {
+      std::string why = mqtt::reason_text(version, p.reason, p.type);
+      if (p.properties.reason_string) why += " (" + *p.properties.reason_string + ")";
+      fail_attempt(c, fmt::format("the cloud refused the MQTT connection as {}: {}", options.client_id, why));
+      close_connection(c);
+      return;
+    }
+    // MQTT 5: the broker's Receive Maximum caps unacknowledged publishes (Mosquitto: 20 by
+    // default, AWS IoT Core: 100); exceeding it makes the broker disconnect.
+    window = std::max<std::size_t>(options.max_inflight, 1);
+    if (const auto rm = p.properties.receive_maximum; rm && *rm > 0 && *rm < window) {
+      window = *rm;
+      log->info("the cloud accepts at most {} unacknowledged publishes (Receive Maximum); mqtt.maxInflight is {}", *rm,
+                options.max_inflight);
+    }
+    if (p.properties.maximum_packet_size) c->max_packet = *p.properties.maximum_packet_size;
+    if (p.properties.server_keep_alive) c->keep_alive = std::chrono::seconds(*p.properties.server_keep_alive);
+    if (p.properties.maximum_qos && *p.properties.maximum_qos == 0)
+      log->warn("the cloud accepts only QoS 0 (Maximum QoS 0); QoS 1 messages will be refused");
+    {
+      std::lock_guard lock(status_mutex);
+      inflight_limit = window;
+    }
+    c->connected_ok = true;
+    c->connack.fire();
+  }
+
+  void on_publish(const std::shared_ptr<Connection>& c, mqtt::Packet p) {
+    if (p.qos > 1) return protocol_error(c, "a QoS 2 message, though Canopy subscribes with QoS 1 at most");
+    // Acknowledged at once: handlers take the message in memory (IPC subscribers, the bridge's
+    // direct targets); a message the cloud must not lose is the cloud's to resend before this.
+    if (p.qos == 1) mqtt::encode_puback(c->out, version, p.packet_id);
+    IncomingMessage m;
+    m.topic = std::move(p.topic);
+    m.payload = std::move(p.payload);
+    m.qos = p.qos;
+    m.retain = p.retain;
+    m.properties = properties_json(p.properties);
+    deliver(c->gen, m);
+  }
+
+  net::awaitable<void> keep_alive(std::shared_ptr<Connection> c) {
+    // MQTT: the client must send something within each keep-alive interval; a PINGREQ not
+    // answered within one more interval means the connection is dead (half-open TCP).
+    const auto tick = std::max<Clock::duration>(std::chrono::seconds(1), c->keep_alive / 4);
+    while (!c->closed) {
+      c->ping_timer.expires_after(tick);
+      co_await c->ping_timer.async_wait(kTuple);
+      if (c->closed) break;
+      const auto now = Clock::now();
+      if (c->ping_outstanding && now - c->ping_sent >= c->keep_alive) {
+        fail_attempt(c, fmt::format("the cloud did not answer a keep-alive ping within {} s",
+                                    c->keep_alive.count()));
+        close_connection(c);
+        break;
+      }
+      if (!c->ping_outstanding && now - c->last_write >= c->keep_alive / 2) {
+        mqtt::encode_pingreq(c->out);
+        c->ping_outstanding = true;
+        c->ping_sent = now;
+        flush(c);
+      }
+    }
+  }
+
+  std::uint16_t next_packet_id(const std::shared_ptr<Connection>& c) {
+    for (;;) {
+      const std::uint16_t id = c->next_packet_id++;
+      if (c->next_packet_id == 0) c->next_packet_id = 1;
+      if (id != 0 && !c->publishes.count(id) && !c->subscribes.count(id)) return id;
+    }
   }
 
   void close_connection(const std::shared_ptr<Connection>& c) {
-    error_code ignored;
-    c->plain.close(ignored);
-    beast::get_lowest_layer(c->tls).socket().close(ignored);
+    if (!c->closed) {
+      c->closed = true;
+      error_code ignored;
+      beast::get_lowest_layer(c->tls).socket().close(ignored);
+      c->write_wake.cancel();
+      c->ping_timer.cancel();
+    }
     if (!c->connack.fired()) c->connack.fire();
     c->down.fire();
   }
 
-  void connection_gone(std::uint64_t g, const std::string& why) {
-    if (!conn || conn->gen != g) return;
-    fail_attempt(conn, why);
-    close_connection(conn);
-  }
-
-  void connect_result(std::uint64_t g, bool ok, const std::string& why, std::size_t receive_maximum) {
-    if (!conn || conn->gen != g) return;
-    if (ok) {
-      // One below the broker's limit: Paho calls the delivery callback before it frees the
-      // slot, so a publish made from that callback could find Paho's window still full, and
-      // Paho C 1.3 then sleeps a second before it looks again.
-      window = std::max<std::size_t>(options.max_inflight, 1);
-      if (receive_maximum > 0 && receive_maximum - 1 < window) {
-        window = std::max<std::size_t>(receive_maximum - 1, 1);
-        log->info("the cloud accepts at most {} unacknowledged publishes (Receive Maximum); {} are kept in flight on "
-                  "this connection (mqtt.maxInflight is {})",
-                  receive_maximum, window, options.max_inflight);
-      }
-      {
-        std::lock_guard lock(status_mutex);
-        inflight_limit = window;
-      }
-      conn->connected_ok = true;
-      conn->connack.fire();
-      return;
-    }
-    fail_attempt(conn, fmt::format("the cloud refused the MQTT connection as {}: {}", options.client_id, why));
-    close_connection(conn);
-  }
-
   void teardown() {
     if (!conn) return;
-    auto c = conn;
-    close_connection(c);
-    if (c->paho) {
-      try {
-        if (c->paho->is_connected()) c->paho->disconnect(0);
-      } catch (const std::exception&) {
-      }
-    }
-    // Paho's client is destroyed off its own callback thread, here on the strand.
-    c->paho.reset();
+    close_connection(conn);
     reset_uplink();
     {
       std::lock_guard lock(status_mutex);
@@ -715,6 +672,7 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
 
   void on_connected(const std::shared_ptr<Connection>& c) {
     reset_uplink();
+    c->session_ready = true;
     if (options.live_share_percent > 0) {
       // What is stored now is the backlog; anything newer may take the live lane. The backlog
       // lane waits for the answer, so that it does not run past the backlog's end meanwhile.
@@ -745,17 +703,17 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
         qos = std::max(qos, s.qos);
         no_local = no_local && s.no_local;
       }
-    try {
-      if (options.mqtt_version == 5)
-        c->paho->subscribe(filter, qos, nullptr, *c->subscribe_listener, mqtt::subscribe_options(no_local));
-      else
-        c->paho->subscribe(filter, qos, nullptr, *c->subscribe_listener);
-    } catch (const std::exception& e) {
-      log->warn("topic={} cannot subscribe in the cloud now: {}; retried after the next connect", filter, e.what());
-    }
+    mqtt::SubscribeRequest req;
+    req.filter = filter;
+    req.qos = static_cast<std::uint8_t>(qos);
+    req.no_local = no_local;
+    const std::uint16_t pid = next_packet_id(c);
+    c->subscribes[pid] = filter;
+    mqtt::encode_subscribe(c->out, version, pid, std::span(&req, 1));
+    flush(c);
   }
 
-  bool connected() const { return conn && conn->connected_ok && !conn->down.fired() && conn->paho; }
+  bool connected() const { return conn && conn->session_ready && !conn->closed; }
 
   static constexpr std::size_t kPrefetch = 1000;
 
@@ -816,7 +774,7 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     return it == backlog_last.end() || it->second <= backlog_sent_upto;
   }
 
-  // Hands rows from the lanes to Paho within the in-flight window and the publish rate.
+  // Writes rows from the lanes within the in-flight window and the publish rate.
   void send_ready() {
     if (inflight.size() >= window) return;
     if (options.max_publish_rate > 0) {
@@ -852,21 +810,36 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       }
       auto& row = lane->ready.front();
       auto& m = row.message;
-      auto msg = mqtt::make_message(m.topic, m.payload, m.qos, m.retain);
-      if (options.mqtt_version == 5) {
+      const std::size_t before = conn->out.size();
+      const auto qos = static_cast<std::uint8_t>(m.qos > 0 ? 1 : 0);
+      const std::uint16_t pid = qos > 0 ? next_packet_id(conn) : 0;
+      if (version == mqtt::Version::v5 && (row.expires_unix_ms > 0 || !m.properties_json.empty())) {
         std::uint32_t left = 0;
         if (row.expires_unix_ms > 0)
           left = static_cast<std::uint32_t>(std::max<std::int64_t>(1, (row.expires_unix_ms - now_ms + 999) / 1000));
-        auto props = to_mqtt_properties(m.properties_json, left);
-        if (!props.empty()) msg->set_properties(std::move(props));
+        const auto props = to_mqtt_properties(m.properties_json, left);
+        mqtt::encode_publish(conn->out, version, m.topic, m.payload, qos, m.retain, false, pid, &props);
+      } else {
+        mqtt::encode_publish(conn->out, version, m.topic, m.payload, qos, m.retain, false, pid);
       }
-      try {
-        conn->paho->publish(msg, reinterpret_cast<void*>(static_cast<std::intptr_t>(row.id)), *conn->publish_listener);
-      } catch (const std::exception& e) {
-        log->warn("topic={} id={} not sent now: {}; it stays in the spool", m.topic, row.id, e.what());
-        break;
+      if (const std::size_t size = conn->out.size() - before; size > conn->max_packet) {
+        // The cloud announced a smaller Maximum Packet Size; sending it would end the
+        // connection. It stays in the spool (tried again after the next connect).
+        conn->out.resize(before);
+        log->warn("topic={} id={} not sent: its {} bytes exceed the cloud's Maximum Packet Size of {}; it stays in "
+                  "the spool",
+                  m.topic, row.id, size, conn->max_packet);
+        if (lane == &backlog) backlog_sent_upto = row.id;
+        lane->ready.pop_front();
+        continue;
       }
-      inflight.insert(row.id);
+      if (qos == 0) {
+        // Written is delivered for QoS 0.
+        to_ack.push_back(row.id);
+      } else {
+        conn->publishes[pid] = row.id;
+        inflight.insert(row.id);
+      }
       sent.push_back(row.id);
       ++lane->sends;
       if (lane == &backlog) backlog_sent_upto = row.id;
@@ -881,6 +854,8 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       live_sends = live.sends;
     }
     if (!sent.empty()) spool.mark_sent(std::move(sent));
+    if (!to_ack.empty() && inflight.empty()) spool.ack(std::exchange(to_ack, {}));
+    flush(conn);
   }
 
   void fetched(std::uint64_t g, bool is_live, std::size_t asked, result<std::vector<spool::StoredMessage>> rows) {
@@ -923,32 +898,8 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     pump();
   }
 
-  struct PublishResult {
-    std::uint64_t gen = 0;
-    std::int64_t id = 0;
-    bool ok = false;
-    std::string why;
-  };
-  std::mutex results_mutex;
-  std::vector<PublishResult> results;  // from Paho's thread, handled on the strand in batches
-
-  void drain_results() {
-    std::vector<PublishResult> batch;
-    {
-      std::lock_guard lock(results_mutex);
-      batch.swap(results);
-    }
-    for (const auto& r : batch) publish_result(r.gen, r.id, r.ok, r.why);
-    {
-      std::lock_guard lock(status_mutex);
-      inflight_count = inflight.size();
-    }
-    pump();
-  }
-
   void publish_result(std::uint64_t g, std::int64_t id, bool ok, const std::string& why) {
     if (!conn || conn->gen != g) return;  // an old connection: the row is sent again anyway
-    if (id == 0) return;                  // publish_direct: nothing to delete
     if (inflight.erase(id) == 0) return;
     if (ok) {
       to_ack.push_back(id);
@@ -994,8 +945,6 @@ Link::~Link() {
     impl->stopping = true;
     impl->backoff_timer.cancel();
     impl->teardown();
-    error_code ignored;
-    impl->acceptor.close(ignored);
   });
 }
 
@@ -1010,16 +959,6 @@ void Link::start() {
     SSL_CTX* native = impl->options.identity->ssl_context();
     SSL_CTX_up_ref(native);
     impl->ssl_ctx = std::make_unique<net::ssl::context>(native);
-    error_code ec;
-    impl->acceptor.open(tcp::v4(), ec);
-    if (!ec) impl->acceptor.bind(tcp::endpoint(net::ip::make_address("127.0.0.1"), 0), ec);
-    if (!ec) impl->acceptor.listen(4, ec);
-    if (ec) {
-      impl->set_state(LinkState::stopped, "cannot open the cloud link's loopback port: " + ec.message());
-      impl->log->error("cannot open the cloud link's loopback port: {}", ec.message());
-      return;
-    }
-    impl->shim_port = impl->acceptor.local_endpoint().port();
     net::co_spawn(impl->strand, impl->run(), [impl](std::exception_ptr e) {
       if (!e) return;
       try {
@@ -1038,33 +977,20 @@ void Link::stop(std::chrono::milliseconds deadline, std::function<void()> done) 
     impl->stopping = true;
     impl->backoff_timer.cancel();
     impl->rate_timer.cancel();
-    error_code ignored;
-    impl->acceptor.cancel(ignored);
     if (!impl->conn || impl->state_value == LinkState::disabled || impl->state_value == LinkState::stopped) {
       impl->set_state(impl->state_value == LinkState::disabled ? LinkState::disabled : LinkState::stopped);
-      impl->acceptor.close(ignored);
       net::post(impl->strand, std::move(done));
       return;
     }
     // run() ends once the connection is down and calls stop_done after its teardown.
-    impl->stop_done = [impl, done = std::move(done)]() mutable {
-      error_code ignored2;
-      impl->acceptor.close(ignored2);
-      done();
-    };
+    impl->stop_done = std::move(done);
     auto c = impl->conn;
     c->failure = "canopyd is stopping";
     if (impl->connected()) {
-      // A clean DISCONNECT: Paho writes it and closes its socket; the pipe forwards every byte
-      // to the cloud before it sees that close, then closes the TLS side. So the connection is
-      // left to go down by itself, and closed by force only at the deadline.
-      try {
-        // 0: DISCONNECT at once. Paho would otherwise wait for in-flight publishes first, which
-        // is pointless here: their rows stay in the spool and go out again after the restart.
-        c->paho->disconnect(0);
-      } catch (const std::exception&) {
-        impl->close_connection(c);
-      }
+      // A clean DISCONNECT, at once: in-flight rows stay in the spool and go out again after
+      // the restart. The cloud closes the connection on it; closed by force at the deadline.
+      mqtt::encode_disconnect(c->out, impl->version);
+      impl->flush(c);
     } else {
       impl->close_connection(c);  // still connecting: abandon the attempt
     }
@@ -1083,24 +1009,24 @@ void Link::publish_direct(spool::Message message, std::function<void(bool)> done
   auto impl = impl_;
   net::post(impl->strand, [impl, message = std::move(message), done = std::move(done)]() mutable {
     if (!impl->connected()) return done(false);
-    try {
-      auto msg = mqtt::make_message(message.topic, message.payload, 0, message.retain);
-      if (impl->options.mqtt_version == 5) {
-        auto props = to_mqtt_properties(message.properties_json, message.expiry_seconds);
-        if (!props.empty()) msg->set_properties(std::move(props));
-      }
-      // User context 0: no spool row behind it (publish_result ignores it).
-      impl->conn->paho->publish(msg, nullptr, *impl->conn->publish_listener);
-    } catch (const std::exception&) {
-      return done(false);
+    auto& c = impl->conn;
+    if (impl->version == mqtt::Version::v5 && (message.expiry_seconds > 0 || !message.properties_json.empty())) {
+      const auto props = to_mqtt_properties(message.properties_json, message.expiry_seconds);
+      mqtt::encode_publish(c->out, impl->version, message.topic, message.payload, 0, message.retain, false, 0, &props);
+    } else {
+      mqtt::encode_publish(c->out, impl->version, message.topic, message.payload, 0, message.retain, false, 0);
     }
+    impl->flush(c);
     done(true);
   });
 }
 
 void Link::wake() {
+  // One wake-up in flight at most: a burst of commits (one call each) costs one pass of pump().
+  if (impl_->wake_pending.exchange(true)) return;
   auto impl = impl_;
   net::post(impl->strand, [impl] {
+    impl->wake_pending = false;
     for (auto* lane : {&impl->backlog, &impl->live}) {
       if (lane->fetching) lane->woken = true;
       else lane->drained = false;
@@ -1135,10 +1061,9 @@ void Link::unsubscribe(std::uint64_t id) {
     for (const auto& [other, s] : impl->subs)
       if (s.filter == filter) return;  // still wanted by another subscriber
     if (impl->connected()) {
-      try {
-        impl->conn->paho->unsubscribe(filter);
-      } catch (const std::exception&) {
-      }
+      const std::string filters[] = {filter};
+      mqtt::encode_unsubscribe(impl->conn->out, impl->version, impl->next_packet_id(impl->conn), filters);
+      impl->flush(impl->conn);
     }
   });
 }

@@ -256,7 +256,7 @@ class Daemon {
       log_->info("cloud endpoint {}:{} as {} (certificate {}, key {})", lo.endpoint, lo.port, lo.client_id,
                  lo.identity->certificate_subject(), lo.identity->key_description());
     }
-    // The cloud link (TLS, the pipe under Paho, the drain) has a loop and a thread of its own:
+    // The cloud link (TLS, its MQTT client, the drain) has a loop and a thread of its own:
     // measured, it kept canopyd's one loop thread at 95 % CPU while a backlog drained. It talks
     // to the rest only through posts and thread-safe calls (spool, IPC streams, the bridge).
     link_ = std::make_unique<cloud::Link>(cloud_io_.get_executor(), lo, *spool_);

@@ -63,11 +63,13 @@ inline std::string yaml(const CloudConfig& c) {
 
 /// The test PKI and a TLS cloud broker requiring client certificates.
 struct CloudBroker {
-  explicit CloudBroker(const fs::path& dir, const std::string& server_cert = "server")
+  /// `extra_config`: more mosquitto.conf lines (e.g. "max_packet_size 2000\n").
+  explicit CloudBroker(const fs::path& dir, const std::string& server_cert = "server",
+                       const std::string& extra_config = "")
       : pki(dir / "pki"),
         // Large queues: the watcher must not be the one losing messages when a backlog drains
         // in a burst (Mosquitto's default drops past 1000 queued per client).
-        broker(dir / "broker", Mosquitto::Options{.listener_config = "max_queued_messages 1000000\n",
+        broker(dir / "broker", Mosquitto::Options{.listener_config = "max_queued_messages 1000000\n" + extra_config,
                                                   .allow_anonymous = true,
                                                   .tls = pki.broker_tls(server_cert)}) {}
   TestPki pki;

@@ -2,6 +2,7 @@
 // PublishToIoTCore and SubscribeToIoTCore through IPC, the TLS negative matrix, bad requests,
 // an outage through a cuttable proxy, the spool's bound under each policy, a corrupt spool.
 #include <atomic>
+#include <csignal>
 #include <fstream>
 
 #include <gmock/gmock.h>
@@ -409,6 +410,94 @@ TEST(CloudLink, SpeaksMqtt311AndSendsQos0StraightWhenConfigured) {
   EXPECT_EQ(s["accepted"], 1) << "the QoS 0 message should not have gone through the spool";
 }
 
+// --- the cloud misbehaving: each named, survived, nothing lost ---------------------------------
+
+// A TLS server that answers like a web server: the link names the malformed packet, keeps
+// retrying with backoff, and the message waits in the spool.
+TEST(CloudMqtt, AServerThatDoesNotSpeakMqttIsNamedAndTheMessageWaits) {
+  TempDir dir;
+  TestPki pki(dir.path() / "pki");
+  const auto server = pki.pair("server");
+  const int port = free_port();
+  const std::string reply = "HTTP/1.1 400 Bad Request\\r\\nContent-Length: 200\\r\\n\\r\\n" + std::string(200, 'x');
+  Process web(Process::Spec{{"/usr/bin/socat",
+                             "OPENSSL-LISTEN:" + std::to_string(port) + ",bind=127.0.0.1,reuseaddr,fork,cert=" +
+                                 server.crt.string() + ",key=" + server.key.string() + ",verify=0",
+                             "SYSTEM:printf '" + reply + "'; sleep 5"},
+                            {},
+                            dir.path() / "socat.log",
+                            true});
+  ASSERT_TRUE(wait_for_port(port, 10s)) << read_file(dir.path() / "socat.log");
+  CloudConfig cfg;
+  cfg.port = port;
+  cfg.cert = pki.pair("client").crt;
+  cfg.key = pki.pair("client").key;
+  cfg.ca = pki.ca();
+  Canopyd d(dir.path(), with(cfg));
+  ASSERT_TRUE(d.wait_ready());
+  auto c = ipc_connect(d);
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "kept")));
+  EXPECT_THAT(wait_error(d), HasSubstr("malformed MQTT packet"));
+  const auto s = status(d);
+  EXPECT_EQ(s["cloud"]["connects"], 0);
+  EXPECT_EQ(s["spool"]["queued"], 1);
+  EXPECT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "still accepted")));
+}
+
+// The cloud announces a Maximum Packet Size (MQTT 5 CONNACK): a larger message is not sent
+// (the cloud would drop the connection for it), it stays in the spool with a log line naming
+// it, and the messages after it flow.
+TEST(CloudMqtt, AMessageOverTheCloudsMaximumPacketSizeWaitsAndTheRestFlow) {
+  TempDir dir;
+  CloudBroker cloud(dir.path(), "server", "max_packet_size 2000\n");
+  auto watcher = cloud.client("watcher");
+  ASSERT_TRUE(watcher->subscribe("tele/#", 1));
+  Canopyd d(dir.path(), with(cloud.config_for(cloud.broker.port())));
+  ASSERT_TRUE(d.wait_ready());
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }));
+  auto c = ipc_connect(d);
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "before")));
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/big", std::string(3000, 'b'))));
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/c", "after")));
+  ASSERT_TRUE(watcher->wait_for(2, 20s)) << watcher->count();
+  const auto got = watcher->messages();
+  EXPECT_EQ(got[0].payload, "before");
+  EXPECT_EQ(got[1].payload, "after");
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return s["spool"]["queued"] == 1; })) << status(d).dump();
+  EXPECT_THAT(d.logs(), HasSubstr("exceed the cloud's Maximum Packet Size of 2000"));
+  EXPECT_TRUE(cloud_state_is(status(d), "connected")) << "the link must not have been dropped";
+  EXPECT_EQ(status(d)["cloud"]["connects"], 1);
+}
+
+// A cloud that stops answering without closing (a half-open connection): the keep-alive ping
+// finds it, the link says so and reconnects once the cloud answers again.
+TEST(CloudMqtt, AFrozenCloudIsFoundByTheKeepAliveAndTheLinkReconnects) {
+  TempDir dir;
+  CloudBroker cloud(dir.path());
+  auto cfg = cloud.config_for(cloud.broker.port());
+  cfg.mqtt_yaml = "        keepAliveSeconds: 5\n";
+  Canopyd d(dir.path(), with(cfg));
+  ASSERT_TRUE(d.wait_ready());
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }));
+  ASSERT_EQ(::kill(cloud.broker.pid(), SIGSTOP), 0);
+  std::string error;
+  const bool found = wait_status(
+      d,
+      [&](const nlohmann::json& s) {
+        error = s["cloud"].value("lastError", "");
+        return error.find("keep-alive") != std::string::npos;
+      },
+      30s);
+  ASSERT_EQ(::kill(cloud.broker.pid(), SIGCONT), 0);
+  ASSERT_TRUE(found) << status(d).dump();
+  EXPECT_THAT(error, HasSubstr("did not answer a keep-alive ping within 5 s"));
+  EXPECT_TRUE(wait_status(
+      d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected") && s["cloud"]["connects"] == 2; }, 30s))
+      << status(d).dump();
+}
+
 // --- the spool's bound under each policy -------------------------------------------------------
 
 TEST(SpoolBound, RejectNewRefusesThePublishAndKeepsWhatIsStored) {
@@ -452,7 +541,9 @@ TEST(SpoolBound, DropOldestKeepsTheNewestAndDeliversThem) {
   ASSERT_TRUE(watcher->wait_for(5, 30s));
   std::this_thread::sleep_for(300ms);
   const auto got = watcher->messages();
-  ASSERT_EQ(got.size(), 5u);
+  std::string seen;
+  for (const auto& m : got) seen += m.payload + " ";
+  ASSERT_EQ(got.size(), 5u) << seen << status(d).dump();
   for (std::size_t i = 0; i < 5; ++i) EXPECT_EQ(got[i].payload, "tele/a:" + std::to_string(i + 3));
 }
 

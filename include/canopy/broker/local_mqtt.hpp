@@ -50,7 +50,7 @@ struct LocalMessage {
   bool dup = false;  ///< the broker sent it before (a redelivery after a reconnect)
 };
 
-// --- The wire format, exposed for unit tests and the fuzzer -----------------------------------
+// --- The wire format (a thin layer over canopy/mqtt/codec.hpp), exposed for unit tests --------
 
 namespace wire {
 /// Appends MQTT's variable byte integer.

@@ -1,22 +1,22 @@
-//! The cloud link: one MQTT connection (Paho MQTT C++, v5 or 3.1.1) over mutual TLS to the
-//! configured endpoint, draining the spool and carrying the cloud subscriptions.
+//! The cloud link: one MQTT connection (v5, or 3.1.1) over mutual TLS to the configured
+//! endpoint, draining the spool and carrying the cloud subscriptions.
 //!
-//! TLS is Canopy's, not Paho's: Paho's TLS options take only key *files* and make their
-//! SSL_CTX in OpenSSL's default library context, which cannot hold a TPM key next to file keys
-//! (tls_identity.hpp). So the link opens the TLS connection itself, with the identity's SSL_CTX
-//! (TPM or file), and gives Paho a plain TCP connection to a loopback port that canopyd pipes
-//! into that TLS stream. Only canopyd's own sockets are accepted there: a connection from any
-//! other process is closed at once (the peer is looked up in /proc). A side effect operators
-//! like: TLS failures are reported by name (the server's certificate, the host name, an alert
-//! from the server) instead of Paho's "TCP/TLS connect failure".
+//! The MQTT client is canopyd's own (canopy::mqtt codec) on the link's strand, over a TLS stream
+//! made with the identity's SSL_CTX. No MQTT library fits: Paho's and libmosquitto's TLS take
+//! only key *files* in OpenSSL's default library context, which cannot hold a TPM key next to
+//! file keys (tls_identity.hpp), and their own I/O threads cost more than the TLS itself (Paho
+//! under a loopback pipe drained at 24,600 msg/s; see docs/PERFORMANCE.md). Here a burst of
+//! PUBLISH packets is written in one TLS write, and PUBACKs are handled as they are read.
+//! TLS failures are reported by name (the server's certificate, the host name, an alert from
+//! the server).
 //!
 //! Delivery contract: a spool row is deleted only on the cloud's PUBACK (QoS 1) or once
 //! written (QoS 0). After a reconnect every row still in the spool is sent again, in id
 //! order, so per topic the first copy of each message arrives in order; duplicates are
 //! possible and counted by the spool, losses are not.
 //!
-//! Threading: everything runs on the link's strand; Paho's callbacks only post to it. Public
-//! methods may be called from any thread.
+//! Threading: everything runs on the link's strand. Public methods may be called from any
+//! thread.
 #pragma once
 
 #include <chrono>
