@@ -75,7 +75,7 @@ canopy_bridge_config() {
   write_config "$1" "$T/pki/client.key" "        maxPublishRate: 0
         maxInflight: 100
         reconnectBaseMs: 100
-        reconnectMaxMs: 2000" "        durability: full"
+        reconnectMaxMs: 2000" "        durability: ${SPOOL_DURABILITY:-full}"
   cat >> "$T/config.yaml" <<YAML
   canopy.LocalBroker:
     configuration:

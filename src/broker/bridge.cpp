@@ -1,8 +1,9 @@
 // canopy.MqttBridge (see bridge.hpp for the delivery contract).
 #include "canopy/broker/bridge.hpp"
 
-#include <atomic>
-#include <map>
+#include <functional>
+#include <mutex>
+#include <vector>
 
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
@@ -211,8 +212,8 @@ struct Bridge::Impl : std::enable_shared_from_this<Impl> {
           sm.payload = payload;
           sm.qos = qos > 0 ? 1 : 0;
           spool.enqueue(std::move(sm), [self, g, i, finish](result<std::int64_t> id) {
-            net::post(self->services, [self, g, i, finish, ok = static_cast<bool>(id),
-                                       why = id ? std::string() : id.error().message] {
+            self->complete_later([self, g, i, finish, ok = static_cast<bool>(id),
+                                  why = id ? std::string() : id.error().message] {
               if (ok) self->link.wake();
               finish(g, i, ok, why);
             });
@@ -233,6 +234,30 @@ struct Bridge::Impl : std::enable_shared_from_this<Impl> {
         }
       }
     }
+  }
+
+  // Spool completions arrive on the spool's thread, a commit's worth at a time. They are run on
+  // the services strand in one posted batch, not one post (and one wake-up of the loop) each.
+  std::mutex completions_mutex;
+  std::vector<std::function<void()>> completions;
+
+  void complete_later(std::function<void()> fn) {
+    bool first = false;
+    {
+      std::lock_guard lock(completions_mutex);
+      first = completions.empty();
+      completions.push_back(std::move(fn));
+    }
+    if (first) net::post(services, [self = shared_from_this()] { self->run_completions(); });
+  }
+
+  void run_completions() {
+    std::vector<std::function<void()>> batch;
+    {
+      std::lock_guard lock(completions_mutex);
+      batch.swap(completions);
+    }
+    for (auto& fn : batch) fn();
   }
 
   bool uses_local() const {

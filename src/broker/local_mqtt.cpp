@@ -78,9 +78,15 @@ struct LocalMqttClient::Impl : std::enable_shared_from_this<Impl> {
     return 0;
   }
 
+  // The write starts from a posted handler, so every packet queued by the handlers running now
+  // (e.g. the PUBACKs of one spool commit) goes out in the same write.
   void send(std::string_view bytes) {
     out.append(bytes);
-    if (!writing) write_next();
+    if (writing) return;
+    writing = true;
+    net::post(executor, [self = shared_from_this(), g = gen] {
+      if (g == self->gen) self->write_next();
+    });
   }
 
   void write_next() {

@@ -858,6 +858,23 @@ struct Spool::Impl {
     return true;
   }
 
+  /// Queues an ack or a sent-mark. The worker is woken only when the lazy wait starts (it
+  /// then sets its deadline) or the lazy queue reaches kLazyMax: waking it for every batch cost a
+  /// context switch each, for nothing (measured in the bridge benchmark).
+  bool submit_lazy(std::vector<std::int64_t>& into, const std::vector<std::int64_t>& ids) {
+    bool wake = false;
+    {
+      std::lock_guard lk(mu);
+      if (stopping) return false;
+      const std::size_t before = acks.size() + marks.size();
+      if (before == 0) lazy_since = SteadyClock::now();
+      into.insert(into.end(), ids.begin(), ids.end());
+      wake = before == 0 || (before < kLazyMax && before + ids.size() >= kLazyMax);
+    }
+    if (wake) cv.notify_one();
+    return true;
+  }
+
   static Error closing_error() { return make_error(errc::busy, "the spool is closing"); }
 };
 
@@ -918,10 +935,7 @@ void Spool::mark_sent(std::vector<std::int64_t> ids) {
   Impl& i = *impl_;
   if (ids.empty()) return;
   const std::size_t n = ids.size();
-  if (!i.submit([&] {
-        if (i.acks.empty() && i.marks.empty()) i.lazy_since = SteadyClock::now();
-        i.marks.insert(i.marks.end(), ids.begin(), ids.end());
-      }))
+  if (!i.submit_lazy(i.marks, ids))
     i.log->warn("mark_sent of {} message(s) after the spool started closing was not recorded", n);
 }
 
@@ -929,10 +943,7 @@ void Spool::ack(std::vector<std::int64_t> ids) {
   Impl& i = *impl_;
   if (ids.empty()) return;
   const std::size_t n = ids.size();
-  if (!i.submit([&] {
-        if (i.acks.empty() && i.marks.empty()) i.lazy_since = SteadyClock::now();
-        i.acks.insert(i.acks.end(), ids.begin(), ids.end());
-      }))
+  if (!i.submit_lazy(i.acks, ids))
     i.log->warn("ack of {} message(s) after the spool started closing was not recorded; they will be sent again", n);
 }
 
