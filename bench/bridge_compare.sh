@@ -35,16 +35,25 @@ trap cleanup EXIT
 
 make_pki
 CLOUD=$(free_port); start_broker "$CLOUD"
-PA=$(free_port); start_local canopy-local "$PA" 1000000 1000
-PB=$(free_port); start_local mosq-edge "$PB" 1000000 100 "127.0.0.1:$CLOUD"
+PA=$(free_port); start_local canopy-local "$PA" 1000000 1000; PID_A=$LAST_PID
+PB=$(free_port); start_local mosq-edge "$PB" 1000000 100 "127.0.0.1:$CLOUD"; PID_B=$LAST_PID
 canopy_bridge_config "$CLOUD" "$PA"
 start_canopyd
 wait_cloud connected 30
 wait_local_bridge 30
 wait_bridge mosq-edge 30
 echo "== local broker -> cloud bridge: N=$N, QoS 1, 256 B, publisher window $WINDOW; cloud 127.0.0.1:$CLOUD (TLS, require_certificate); canopy local broker :$PA, mosquitto edge :$PB =="
+# CPU time (user + system, clock ticks) of a process so far.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+A0=$(ticks "$PID_A"); C0=$(ticks "$CANOPYD_PID"); B0=$(ticks "$PID_B")
 echo "+ $BENCH compare $CLOUD $T/pki $N $WINDOW $RATE canopy=$PA mosquitto=$PB"
 "$BENCH" compare "$CLOUD" "$T/pki" "$N" "$WINDOW" "$RATE" "canopy=$PA" "mosquitto=$PB"
+# Each candidate's own processes work only during its own run: their CPU per message is what
+# the bridging costs (the publisher, the cloud broker and the subscriber are shared).
+HZ=$(getconf CLK_TCK)
+us_per_msg() { awk -v t="$1" -v hz="$HZ" -v n="$N" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }'; }
+A1=$(ticks "$PID_A"); C1=$(ticks "$CANOPYD_PID"); B1=$(ticks "$PID_B")
+echo "CPU per message: canopy = canopyd $(us_per_msg $((C1 - C0))) us + its local broker $(us_per_msg $((A1 - A0))) us; mosquitto = its bridging broker $(us_per_msg $((B1 - B0))) us (clock ticks of $HZ Hz)"
 echo "canopyd: $(bridge_status)"
 echo "canopyd VmHWM $(awk '/VmHWM/{print $2, $3}' /proc/$CANOPYD_PID/status)"
 grep -h "dropped" "$T"/*/mosquitto.log "$T/broker/mosquitto.log" 2>/dev/null | sed 's/^/broker log: /' || true
