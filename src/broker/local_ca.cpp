@@ -140,6 +140,34 @@ result<void> write_with_mode(const fs::path& file, const std::string& text, mode
   return ok();
 }
 
+// A self-signed CA certificate for `key`, valid 10 years.
+result<X509Ptr> make_ca_cert(EVP_PKEY* key, OSSL_LIB_CTX* libctx) {
+  return make_cert(key, "Canopy local CA " + host_name(), 3650, nullptr, nullptr,
+                   {{NID_basic_constraints, "critical,CA:TRUE"},
+                    {NID_key_usage, "critical,keyCertSign,cRLSign"},
+                    {NID_subject_key_identifier, "hash"}},
+                   libctx);
+}
+
+struct PemPair {
+  std::string key, cert;
+};
+
+result<PemPair> to_pem(EVP_PKEY* key, X509* cert) {
+  auto kp = key_pem(key);
+  if (!kp) return kp.error();
+  auto cp = cert_pem(cert);
+  if (!cp) return cp.error();
+  return PemPair{std::move(*kp), std::move(*cp)};
+}
+
+// The key first (0600), then the certificate (0644): a crash in between leaves a key without
+// certificate, which the next start reports (or replaces) instead of pairing it wrongly.
+result<void> write_pair(const PemPair& pem, const fs::path& key_file, const fs::path& crt_file) {
+  if (auto r = write_with_mode(key_file, pem.key, 0600); !r) return r;
+  return write_with_mode(crt_file, pem.cert, 0644);
+}
+
 }  // namespace
 
 struct LocalCa::Impl {
@@ -200,11 +228,7 @@ result<LocalCa> LocalCa::open_or_create(const fs::path& dir, std::shared_ptr<tru
                                                      crt_file.string(), impl->external->description()));
       pem = std::move(*ct);
     } else {
-      auto cert = make_cert(impl->external->get(), "Canopy local CA " + host_name(), 3650, nullptr, nullptr,
-                            {{NID_basic_constraints, "critical,CA:TRUE"},
-                             {NID_key_usage, "critical,keyCertSign,cRLSign"},
-                             {NID_subject_key_identifier, "hash"}},
-                            impl->libctx());
+      auto cert = make_ca_cert(impl->external->get(), impl->libctx());
       if (!cert) return cert.error();
       auto cp = cert_pem(cert->get());
       if (!cp) return cp.error();
@@ -215,22 +239,16 @@ result<LocalCa> LocalCa::open_or_create(const fs::path& dir, std::shared_ptr<tru
   } else if (!have_key && !have_crt) {
     auto key = new_p256_key();
     if (!key) return key.error();
-    auto cert = make_cert(key->get(), "Canopy local CA " + host_name(), 3650, nullptr, nullptr,
-                          {{NID_basic_constraints, "critical,CA:TRUE"},
-                           {NID_key_usage, "critical,keyCertSign,cRLSign"},
-                           {NID_subject_key_identifier, "hash"}});
+    auto cert = make_ca_cert(key->get(), nullptr);
     if (!cert) return cert.error();
-    auto kp = key_pem(key->get());
-    if (!kp) return kp.error();
-    auto cp = cert_pem(cert->get());
-    if (!cp) return cp.error();
-    // The key first: a crash in between leaves a key without certificate, which the next
-    // start reports instead of silently making a second CA.
-    if (auto r = write_with_mode(key_file, *kp, 0600); !r) return r.error();
-    if (auto r = write_with_mode(crt_file, *cp, 0644); !r) return r.error();
+    auto pair = to_pem(key->get(), cert->get());
+    if (!pair) return pair.error();
+    // A key without certificate (a crash in between) is reported at the next start instead of
+    // silently making a second CA.
+    if (auto r = write_pair(*pair, key_file, crt_file); !r) return r.error();
     impl->key = std::move(*key);
     impl->cert = std::move(*cert);
-    pem = std::move(*cp);
+    pem = std::move(pair->cert);
   } else {
     if (!have_key || !have_crt)
       return make_error(errc::corrupt, fmt::format("the local CA in {} is incomplete ({} is missing): restore it from a "
@@ -275,11 +293,9 @@ result<IssuedCertificate> LocalCa::issue_client(const std::string& name, int day
                          {NID_authority_key_identifier, "keyid"}},
                         impl_->libctx());
   if (!cert) return cert.error();
-  auto cp = cert_pem(cert->get());
-  if (!cp) return cp.error();
-  auto kp = key_pem(key->get());
-  if (!kp) return kp.error();
-  return IssuedCertificate{std::move(*cp), std::move(*kp)};
+  auto pair = to_pem(key->get(), cert->get());
+  if (!pair) return pair.error();
+  return IssuedCertificate{std::move(pair->cert), std::move(pair->key)};
 }
 
 result<bool> LocalCa::ensure_server_certificate(const fs::path& crt, const fs::path& key,
@@ -315,12 +331,9 @@ result<bool> LocalCa::ensure_server_certificate(const fs::path& crt, const fs::p
                          {NID_authority_key_identifier, "keyid"}},
                         impl_->libctx());
   if (!cert) return cert.error();
-  auto cp = cert_pem(cert->get());
-  if (!cp) return cp.error();
-  auto kp = key_pem(k->get());
-  if (!kp) return kp.error();
-  if (auto r = write_with_mode(key, *kp, 0600); !r) return r.error();
-  if (auto r = write_with_mode(crt, *cp, 0644); !r) return r.error();
+  auto pair = to_pem(k->get(), cert->get());
+  if (!pair) return pair.error();
+  if (auto r = write_pair(*pair, key, crt); !r) return r.error();
   return true;
 }
 

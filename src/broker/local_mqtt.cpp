@@ -27,6 +27,31 @@ using tcp = net::ip::tcp;
 using Clock = std::chrono::steady_clock;
 using error_code = boost::system::error_code;
 constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+constexpr auto kVersion = mqtt::Version::v5;
+constexpr std::size_t kMaxPacket = 16u << 20;  // what the local broker may send us
+
+mqtt::ConnectOptions connect_options(const LocalMqttOptions& o) {
+  mqtt::ConnectOptions c;
+  c.version = kVersion;
+  c.client_id = o.client_id;
+  // Never a clean start: the broker's session holds what arrived while canopyd was away, and
+  // every message it sent but we did not acknowledge.
+  c.clean_start = false;
+  c.keep_alive_seconds = static_cast<std::uint16_t>(std::clamp<std::int64_t>(o.keep_alive.count(), 0, 65535));
+  c.properties.session_expiry = o.session_expiry_seconds;
+  c.properties.receive_maximum = o.receive_maximum;
+  return c;
+}
+
+std::vector<mqtt::SubscribeRequest> subscribe_requests(const std::vector<std::string>& filters) {
+  // QoS 1; No Local, so what this client publishes never comes back to it; Retain As Published,
+  // so a retained message stays retained when it is forwarded.
+  std::vector<mqtt::SubscribeRequest> subs;
+  subs.reserve(filters.size());
+  for (const auto& f : filters)
+    subs.push_back({.filter = f, .qos = 1, .no_local = true, .retain_as_published = true, .retain_handling = 0});
+  return subs;
+}
 
 // ------------------------------------------------------------------------------- the client
 
@@ -78,11 +103,11 @@ struct LocalMqttClient::Impl : std::enable_shared_from_this<Impl> {
     return 0;
   }
 
-  // The write starts from a posted handler, so every packet queued by the handlers running now
-  // (e.g. the PUBACKs of one spool commit) goes out in the same write.
-  void send(std::string_view bytes) {
-    out.append(bytes);
-    if (writing) return;
+  // Packets are encoded straight into `out`; then kick(). The write starts from a posted
+  // handler, so every packet queued by the handlers running now (e.g. the PUBACKs of one spool
+  // commit) goes out in the same write.
+  void kick() {
+    if (writing || out.empty()) return;
     writing = true;
     net::post(executor, [self = shared_from_this(), g = gen] {
       if (g == self->gen) self->write_next();
@@ -134,7 +159,8 @@ struct LocalMqttClient::Impl : std::enable_shared_from_this<Impl> {
     if (filters.empty()) return;
     const auto id = take_id();
     subscribe_ids.insert(id);
-    send(wire::subscribe(id, filters));
+    mqtt::encode_subscribe(out, kVersion, id, subscribe_requests(filters));
+    kick();
   }
 
   net::awaitable<void> run() {
@@ -183,10 +209,9 @@ struct LocalMqttClient::Impl : std::enable_shared_from_this<Impl> {
       co_return false;
     }
     socket.set_option(tcp::no_delay(true), ec);
-    // Never a clean start: the broker's session holds what arrived while canopyd was away, and
-    // every message it sent but we did not acknowledge.
-    send(wire::connect(options, false));
-    std::string buf;
+    mqtt::encode_connect(out, connect_options(options));
+    kick();
+    mqtt::PacketReader packets(kVersion, kMaxPacket);
     std::vector<char> chunk(64 * 1024);
     bool got_up = false;
     last_rx = Clock::now();
@@ -198,60 +223,70 @@ struct LocalMqttClient::Impl : std::enable_shared_from_this<Impl> {
         co_return got_up;
       }
       last_rx = Clock::now();
-      buf.append(chunk.data(), n);
-      std::size_t at = 0;
+      packets.append(std::string_view(chunk.data(), n));
       for (;;) {
-        auto parsed = wire::parse(std::string_view(buf).substr(at), 16u << 20);
-        if (!parsed) {
-          drop("a malformed packet from the local broker: " + parsed.error().message);
+        auto packet = packets.next();
+        if (!packet) {
+          drop("a malformed packet from the local broker: " + packet.error().message);
           co_return got_up;
         }
-        if (parsed->first == 0) break;
-        at += parsed->first;
-        auto& p = *parsed->second;
-        if (p.type == 2) {
-          if (p.reason != 0) {
-            drop(fmt::format("the local broker refused the connection (reason code {:#04x})", p.reason));
-            co_return got_up;
-          }
-          up = got_up = true;
-          {
-            std::lock_guard lock(status_mutex);
-            ++connects;
-            last_error.clear();
-          }
-          set_state("connected");
-          log->info("component=canopy.MqttBridge connected to the local broker {}:{} as {} (session {})", options.host,
-                    options.port, options.client_id, p.session_present ? "resumed" : "new");
-          subscribe_all();
-          keepalive(g);
-        } else if (p.type == 3) {
-          handle_publish(std::move(p.message), p.packet_id, g);
-        } else if (p.type == 4) {
-          auto it = pending_publishes.find(p.packet_id);
-          if (it != pending_publishes.end()) {
-            auto done = std::move(it->second);
-            pending_publishes.erase(it);
-            const bool ok = p.reason < 0x80;
+        if (!*packet) break;
+        auto& p = **packet;
+        switch (p.type) {
+          case mqtt::Type::connack:
+            if (p.reason != 0) {
+              drop("the local broker refused the connection: " + mqtt::reason_text(kVersion, p.reason, p.type));
+              co_return got_up;
+            }
+            up = got_up = true;
             {
               std::lock_guard lock(status_mutex);
-              ok ? ++published : ++publish_failed;
+              ++connects;
+              last_error.clear();
             }
-            if (done) done(ok);
+            set_state("connected");
+            log->info("component=canopy.MqttBridge connected to the local broker {}:{} as {} (session {})",
+                      options.host, options.port, options.client_id, p.session_present ? "resumed" : "new");
+            subscribe_all();
+            keepalive(g);
+            break;
+          case mqtt::Type::publish: {
+            LocalMessage m{std::move(p.topic), std::move(p.payload), p.qos, p.retain, p.dup};
+            handle_publish(std::move(m), p.packet_id, g);
+            break;
           }
-        } else if (p.type == 9) {
-          subscribe_ids.erase(p.packet_id);
-          for (std::size_t k = 0; k < p.suback_codes.size() && k < filters.size(); ++k)
-            if (p.suback_codes[k] >= 0x80)
-              log->error("component=canopy.MqttBridge the local broker refused the subscription to {} (reason code "
-                         "{:#04x})",
-                         filters[k], p.suback_codes[k]);
-        } else if (p.type == 14) {
-          drop(fmt::format("the local broker disconnected us (reason code {:#04x})", p.reason));
-          co_return got_up;
+          case mqtt::Type::puback:
+            if (auto it = pending_publishes.find(p.packet_id); it != pending_publishes.end()) {
+              auto done = std::move(it->second);
+              pending_publishes.erase(it);
+              const bool ok = p.reason < 0x80;
+              {
+                std::lock_guard lock(status_mutex);
+                ok ? ++published : ++publish_failed;
+              }
+              if (done) done(ok);
+            }
+            break;
+          case mqtt::Type::suback:
+            subscribe_ids.erase(p.packet_id);
+            for (std::size_t k = 0; k < p.codes.size() && k < filters.size(); ++k)
+              if (p.codes[k] >= 0x80)
+                log->error("component=canopy.MqttBridge the local broker refused the subscription to {}: {}",
+                           filters[k], mqtt::reason_text(kVersion, p.codes[k], p.type));
+            break;
+          case mqtt::Type::unsuback:
+          case mqtt::Type::pingresp:
+            break;
+          case mqtt::Type::disconnect:
+            drop("the local broker disconnected us: " + mqtt::reason_text(kVersion, p.reason, p.type));
+            co_return got_up;
+          default:
+            // The QoS 2 flow and AUTH are valid MQTT 5 but never part of this client's session
+            // (QoS 1 at most, no authentication method).
+            drop(fmt::format("an unexpected packet of type {} from the local broker", static_cast<int>(p.type)));
+            co_return got_up;
         }
       }
-      buf.erase(0, at);
     }
   }
 
@@ -272,7 +307,8 @@ struct LocalMqttClient::Impl : std::enable_shared_from_this<Impl> {
       if (!s) return;
       net::post(s->executor, [s, g, packet_id] {
         if (g != s->gen || !s->up) return;  // the broker sends it again on the next connection
-        s->send(wire::puback(packet_id));
+        mqtt::encode_puback(s->out, kVersion, packet_id);
+        s->kick();
         std::lock_guard lock(s->status_mutex);
         ++s->acked;
       });
@@ -294,7 +330,8 @@ struct LocalMqttClient::Impl : std::enable_shared_from_this<Impl> {
         self->drop("the local broker stopped answering (keepalive)");
         return;
       }
-      self->send(wire::pingreq());
+      mqtt::encode_pingreq(self->out);
+      self->kick();
       self->keepalive(g);
     });
   }
@@ -320,7 +357,10 @@ void LocalMqttClient::set_subscriptions(std::vector<std::string> filters) {
       if (std::find(filters.begin(), filters.end(), f) == filters.end()) gone.push_back(f);
     impl->filters = std::move(filters);
     if (!impl->up) return;
-    if (!gone.empty()) impl->send(wire::unsubscribe(impl->take_id(), gone));
+    if (!gone.empty()) {
+      mqtt::encode_unsubscribe(impl->out, kVersion, impl->take_id(), gone);
+      impl->kick();
+    }
     impl->subscribe_all();
   });
 }
@@ -351,7 +391,8 @@ void LocalMqttClient::stop() {
     if (impl->up) {
       // Best effort: the DISCONNECT goes out if the socket takes it right away.
       error_code ignored;
-      const auto bye = wire::disconnect();
+      std::string bye;
+      mqtt::encode_disconnect(bye, kVersion);
       impl->socket.write_some(net::buffer(bye), ignored);
     }
     impl->drop("stopping");
@@ -371,7 +412,8 @@ void LocalMqttClient::publish(std::string topic, std::string payload, int qos, s
       return;
     }
     if (qos == 0) {
-      impl->send(wire::publish(0, topic, payload, 0, false));
+      mqtt::encode_publish(impl->out, kVersion, topic, payload, 0, false, false, 0);
+      impl->kick();
       {
         std::lock_guard lock(impl->status_mutex);
         ++impl->published;
@@ -385,7 +427,8 @@ void LocalMqttClient::publish(std::string topic, std::string payload, int qos, s
       return;
     }
     impl->pending_publishes.emplace(id, std::move(done));
-    impl->send(wire::publish(id, topic, payload, 1, false));
+    mqtt::encode_publish(impl->out, kVersion, topic, payload, 1, false, false, id);
+    impl->kick();
   });
 }
 

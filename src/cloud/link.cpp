@@ -460,8 +460,7 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
   }
 
   net::awaitable<void> reader(std::shared_ptr<Connection> c) {
-    std::string in;
-    std::size_t at = 0;  // start of the unparsed bytes in `in`
+    mqtt::PacketReader packets(version, kMaxIncomingPacket);
     std::vector<char> buf(64 * 1024);
     while (!c->closed) {
       auto [ec, n] = co_await c->tls.async_read_some(net::buffer(buf), kTuple);
@@ -469,28 +468,21 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
         if (ec != net::error::operation_aborted) fail_attempt(c, read_failure(ec));
         break;
       }
-      in.append(buf.data(), n);
+      packets.append(std::string_view(buf.data(), n));
       bool any = false;
       while (!c->closed) {
-        auto parsed = mqtt::parse(std::string_view(in).substr(at), version, kMaxIncomingPacket);
-        if (!parsed) {
+        auto packet = packets.next();
+        if (!packet) {
           fail_attempt(c, fmt::format("the cloud sent a malformed MQTT packet ({}); reconnecting",
-                                      parsed.error().message));
+                                      packet.error().message));
           close_connection(c);
           break;
         }
-        if (parsed->used == 0) break;
-        at += parsed->used;
+        if (!*packet) break;
         any = true;
-        handle(c, std::move(*parsed->packet));
+        handle(c, std::move(**packet));
       }
-      if (at == in.size()) {
-        in.clear();
-        at = 0;
-      } else if (at > 64 * 1024) {
-        in.erase(0, at);
-        at = 0;
-      }
+      // Everything this read brought is handled: send what it freed room for, in one write.
       if (any && c == conn && !c->closed) {
         {
           std::lock_guard lock(status_mutex);

@@ -554,6 +554,27 @@ result<Parsed> parse(std::string_view buf, Version v, std::size_t max_packet) {
 
 // --- Reason codes ----------------------------------------------------------------------------
 
+void PacketReader::append(std::string_view bytes) {
+  // Drop what was parsed before growing the buffer: usually all of it (reads end on a packet
+  // boundary), else a partial packet at the end, which moves to the front.
+  if (at_ == buf_.size()) {
+    buf_.clear();
+    at_ = 0;
+  } else if (at_ > 0 && at_ >= buf_.size() / 2) {
+    buf_.erase(0, at_);
+    at_ = 0;
+  }
+  buf_.append(bytes);
+}
+
+result<std::optional<Packet>> PacketReader::next() {
+  auto parsed = parse(std::string_view(buf_).substr(at_), version_, max_packet_);
+  if (!parsed) return std::move(parsed).error();
+  if (parsed->used == 0) return std::optional<Packet>();
+  at_ += parsed->used;
+  return std::move(parsed->packet);
+}
+
 std::string reason_text(Version v, std::uint8_t code, Type in) {
   if (v == Version::v311) {
     if (in == Type::suback) {

@@ -664,6 +664,36 @@ TEST(MqttCodecReasonText, V5CodesAreNamedWithTheirHexValue) {
   EXPECT_EQ(reason_text(v5, 0x7F), "unknown reason code (0x7F)");
 }
 
+TEST(MqttCodecPacketReader, ReturnsPacketsSplitAcrossReadsAndStopsAtAMalformedOne) {
+  PacketReader r(v5, 1 << 20);
+  // PUBACK 5, PINGRESP, then a PUBLISH split over three reads.
+  const std::string publish = std::string("\x30\x06\x00\x01" "t" "\x00" "hi", 8);
+  r.append(std::string("\x40\x02\x00\x05\xd0\x00", 6) + publish.substr(0, 3));
+  auto a = r.next();
+  ASSERT_TRUE(a && *a);
+  EXPECT_EQ((*a)->type, Type::puback);
+  EXPECT_EQ((*a)->packet_id, 5);
+  auto b = r.next();
+  ASSERT_TRUE(b && *b);
+  EXPECT_EQ((*b)->type, Type::pingresp);
+  auto c = r.next();
+  ASSERT_TRUE(c);
+  EXPECT_FALSE(*c) << "a partial packet needs more bytes";
+  r.append(publish.substr(3, 3));
+  auto still = r.next();
+  ASSERT_TRUE(still);
+  EXPECT_FALSE(*still);
+  r.append(publish.substr(6));
+  auto d = r.next();
+  ASSERT_TRUE(d && *d);
+  EXPECT_EQ((*d)->topic, "t");
+  EXPECT_EQ((*d)->payload, "hi");
+  r.append(std::string("\x10\x00", 2));  // a CONNECT, which a broker never sends
+  auto e = r.next();
+  ASSERT_FALSE(e);
+  EXPECT_EQ(e.error().code, errc::parse);
+}
+
 TEST(MqttCodecReasonText, EveryV5ErrorCodeHasAName) {
   for (int code = 0x80; code <= 0xA2; ++code)
     EXPECT_THAT(reason_text(v5, static_cast<std::uint8_t>(code)), ::testing::Not(HasSubstr("unknown"))) << code;

@@ -1,4 +1,4 @@
-# Shared by nspawn.sh and vm.sh (sourced; they define log and die first).
+# Shared by nspawn.sh and vm.sh (sourced; they define log, die and skip first).
 
 # resolve_deb ARG: sets deb to the absolute path of the package: ARG itself, or the one
 # canopy_*.deb in the folder ARG.
@@ -29,4 +29,45 @@ host_mirror() {
             /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
     fi
     mirror=${mirror:-http://deb.debian.org/debian}
+}
+
+# The Debian rootfs both system tests start from (the same for both: one debootstrap per
+# machine), cached under $cache and made again when older than $max_age_days.
+suite=bookworm
+include=systemd,systemd-sysv,dbus
+cache=${CANOPY_SYSTEST_CACHE:-/var/cache/canopy-systest}
+max_age_days=30
+
+# cached_rootfs: sets key, base, rootfs and stamp, running debootstrap first if the cache has no
+# complete, recent copy (needs $mirror: host_mirror). While it builds, $new names the unfinished
+# folder, so that a caller's cleanup can remove it when interrupted; skips the test if
+# debootstrap fails.
+cached_rootfs() {
+    key=$(printf '%s\n' v1 "$suite" minbase "$include" "$mirror" "$(dpkg --print-architecture)" | sha256sum | cut -c1-12)
+    base=$cache/$suite-$key
+    rootfs=$base/rootfs
+    stamp=$base/complete
+    if [ -f "$stamp" ] && [ -x "$rootfs/lib/systemd/systemd" ] && [ -z "$(find "$stamp" -mtime +"$max_age_days")" ]; then
+        log "cached rootfs $rootfs ($(cat "$stamp"))"
+    else
+        log "debootstrap $suite ($mirror) into $base (about 40 s, once per machine)"
+        mkdir -p "$cache"
+        new=$(mktemp -d "$cache/build.XXXXXX")
+        if ! debootstrap --variant=minbase --include="$include" "$suite" "$new/rootfs" "$mirror" >"$new/debootstrap.log" 2>&1; then
+            tail -n 20 "$new/debootstrap.log" >&2
+            case "$new" in "$cache"/build.*) rm -rf --one-file-system "$new" ;; esac
+            new=
+            skip "debootstrap $suite from $mirror failed (no network to the mirror?)"
+        fi
+        date -u +%Y-%m-%dT%H:%M:%SZ >"$new/complete"
+        # Replace an old or incomplete copy (only folders made here: $cache/$suite-*).
+        if [ -e "$base" ]; then
+            case "$base" in "$cache"/"$suite"-*) rm -rf --one-file-system "$base" ;; esac
+        fi
+        mv "$new" "$base"
+        new=
+        log "rootfs ready"
+    fi
+    # Downloaded .debs (canopy's Depends) are kept between runs, outside the rootfs copy.
+    mkdir -p "$cache/apt-archives/partial"
 }

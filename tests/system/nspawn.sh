@@ -19,10 +19,6 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 smoke=$here/smoke.sh
-suite=bookworm
-include=systemd,systemd-sysv,dbus
-cache=${CANOPY_SYSTEST_CACHE:-/var/cache/canopy-systest}
-max_age_days=30
 t0=$(date +%s)
 
 log() { echo "nspawn.sh: [$(( $(date +%s) - t0 ))s] $*"; }
@@ -73,31 +69,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- the cached rootfs ---------------------------------------------------------------------
-key=$(printf '%s\n' v1 "$suite" minbase "$include" "$mirror" "$(dpkg --print-architecture)" | sha256sum | cut -c1-12)
-base=$cache/$suite-$key
-rootfs=$base/rootfs
-stamp=$base/complete
-if [ -f "$stamp" ] && [ -x "$rootfs/lib/systemd/systemd" ] && [ -z "$(find "$stamp" -mtime +"$max_age_days")" ]; then
-    log "cached rootfs $rootfs ($(cat "$stamp"))"
-else
-    log "debootstrap $suite ($mirror) into $base (about 40 s, once per machine)"
-    mkdir -p "$cache"
-    new=$(mktemp -d "$cache/build.XXXXXX")
-    if ! debootstrap --variant=minbase --include="$include" "$suite" "$new/rootfs" "$mirror" >"$new/debootstrap.log" 2>&1; then
-        tail -n 20 "$new/debootstrap.log" >&2
-        case "$new" in "$cache"/build.*) rm -rf --one-file-system "$new" ;; esac
-        skip "debootstrap $suite from $mirror failed (no network to the mirror?)"
-    fi
-    date -u +%Y-%m-%dT%H:%M:%SZ >"$new/complete"
-    # Replace an old or incomplete copy (only folders this script made: $cache/$suite-*).
-    if [ -e "$base" ]; then
-        case "$base" in "$cache"/"$suite"-*) rm -rf --one-file-system "$base" ;; esac
-    fi
-    mv "$new" "$base"
-    log "rootfs ready"
-fi
-# Downloaded .debs (canopy's Depends) are kept between runs, outside the rootfs copy.
-mkdir -p "$cache/apt-archives/partial"
+cached_rootfs
 
 # --- the container ----------------------------------------------------------------------
 root=$tmp/root

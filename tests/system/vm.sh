@@ -31,10 +31,6 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-suite=bookworm
-include=systemd,systemd-sysv,dbus
-cache=${CANOPY_SYSTEST_CACHE:-/var/cache/canopy-systest}
-max_age_days=30
 image_version=vm1          # bump when the image recipe below changes
 boot_timeout=${CANOPY_SYSTEST_VM_TIMEOUT:-900}
 t0=$(date +%s)
@@ -80,30 +76,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# --- the cached rootfs (the same key and layout as nspawn.sh) --------------------------------
-key=$(printf '%s\n' v1 "$suite" minbase "$include" "$mirror" "$(dpkg --print-architecture)" | sha256sum | cut -c1-12)
-base=$cache/$suite-$key
-rootfs=$base/rootfs
-stamp=$base/complete
-if [ -f "$stamp" ] && [ -x "$rootfs/lib/systemd/systemd" ] && [ -z "$(find "$stamp" -mtime +"$max_age_days")" ]; then
-    log "cached rootfs $rootfs ($(cat "$stamp"))"
-else
-    log "debootstrap $suite ($mirror) into $base (about 40 s, once per machine)"
-    mkdir -p "$cache"
-    new=$(mktemp -d "$cache/build.XXXXXX")
-    if ! debootstrap --variant=minbase --include="$include" "$suite" "$new/rootfs" "$mirror" >"$new/debootstrap.log" 2>&1; then
-        tail -n 20 "$new/debootstrap.log" >&2
-        skip "debootstrap $suite from $mirror failed (no network to the mirror?)"
-    fi
-    date -u +%Y-%m-%dT%H:%M:%SZ >"$new/complete"
-    if [ -e "$base" ]; then
-        case "$base" in "$cache"/"$suite"-*) rm -rf --one-file-system "$base" ;; esac
-    fi
-    mv "$new" "$base"
-    new=
-    log "rootfs ready"
-fi
-mkdir -p "$cache/apt-archives/partial"
+# --- the cached rootfs ---------------------------------------------------------------------
+cached_rootfs
 
 # --- the cached VM image -----------------------------------------------------------------------
 # The package's Depends (names only: the first of each alternative, no versions), installed

@@ -16,15 +16,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <nlohmann/json.hpp>
 
 #include "canopy/core/error.hpp"
+#include "canopy/mqtt/codec.hpp"
 
 namespace canopy::broker {
 
@@ -50,33 +49,13 @@ struct LocalMessage {
   bool dup = false;  ///< the broker sent it before (a redelivery after a reconnect)
 };
 
-// --- The wire format (a thin layer over canopy/mqtt/codec.hpp), exposed for unit tests --------
+// --- What the client asks of the broker, exposed for unit tests ------------------------------
+// (The wire format itself is canopy::mqtt's, MQTT 5.)
 
-namespace wire {
-/// Appends MQTT's variable byte integer.
-void put_varint(std::string& out, std::uint32_t v);
-std::string connect(const LocalMqttOptions& o, bool clean_start);
-std::string subscribe(std::uint16_t packet_id, const std::vector<std::string>& filters);
-std::string unsubscribe(std::uint16_t packet_id, const std::vector<std::string>& filters);
-std::string publish(std::uint16_t packet_id, std::string_view topic, std::string_view payload, int qos, bool retain);
-std::string puback(std::uint16_t packet_id);
-std::string pingreq();
-std::string disconnect();
-
-/// One parsed control packet from the broker.
-struct Packet {
-  std::uint8_t type = 0;   ///< 1..15
-  std::uint8_t flags = 0;  ///< the low nibble of the first byte
-  std::uint16_t packet_id = 0;
-  std::uint8_t reason = 0;  ///< CONNACK / PUBACK / DISCONNECT reason code, first SUBACK code
-  bool session_present = false;
-  std::vector<std::uint8_t> suback_codes;
-  LocalMessage message;  ///< PUBLISH
-};
-/// Parses one packet from the front of `buf`. Returns the bytes it used and the packet, 0 when
-/// more bytes are needed, or an Error (errc::parse) for a malformed packet.
-result<std::pair<std::size_t, std::optional<Packet>>> parse(std::string_view buf, std::size_t max_packet);
-}  // namespace wire
+/// CONNECT: never a clean start, the session expiry and Receive Maximum of `o`.
+mqtt::ConnectOptions connect_options(const LocalMqttOptions& o);
+/// SUBSCRIBE: each filter at QoS 1 with No Local and Retain As Published.
+std::vector<mqtt::SubscribeRequest> subscribe_requests(const std::vector<std::string>& filters);
 
 class LocalMqttClient {
  public:

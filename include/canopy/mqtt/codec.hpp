@@ -149,6 +149,23 @@ struct Parsed {
 /// or unknown), or a type a broker never sends to a client (CONNECT, SUBSCRIBE, ...).
 result<Parsed> parse(std::string_view buf, Version v, std::size_t max_packet);
 
+/// The bytes a connection has read so far, taken apart packet by packet: a read loop appends
+/// what each read returned, then calls next() until it answers "need more". Parsed bytes are
+/// dropped lazily (no copy per packet). After an error the stream is broken: close it.
+class PacketReader {
+ public:
+  PacketReader(Version v, std::size_t max_packet) : version_(v), max_packet_(max_packet) {}
+  void append(std::string_view bytes);
+  /// The next complete packet, std::nullopt when more bytes are needed, or parse()'s error.
+  result<std::optional<Packet>> next();
+
+ private:
+  Version version_;
+  std::size_t max_packet_;
+  std::string buf_;
+  std::size_t at_ = 0;  // start of the bytes not parsed yet
+};
+
 /// "Not authorized (0x87)"-style text for a v5 reason code or, with v3.1.1, a CONNACK return
 /// code ("bad user name or password (4)").
 std::string reason_text(Version v, std::uint8_t code, Type in = Type::connack);
