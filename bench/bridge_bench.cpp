@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "bench_payload.hpp"
+#include "bench_subscriber.hpp"
 
 namespace {
 
@@ -46,113 +47,8 @@ using bench::epoch_ns;
 using bench::kPayload;
 using bench::make_payload;
 using bench::now_ns;
-
-// What the subscriber saw on one topic. Written by libmosquitto's loop thread only; the main
-// thread reads the atomics while waiting and the rest after the wait.
-struct Run {
-  std::string topic;
-  std::int64_t count = 0;
-  std::vector<std::uint8_t> seen;
-  std::vector<std::int64_t> latencies;
-  std::atomic<std::int64_t> distinct{0}, duplicates{0};
-  std::atomic<std::int64_t> first_new_epoch{0}, last_new_epoch{0};
-  std::int64_t bad = 0;
-  std::int64_t first_rx_ns = 0, last_rx_ns = 0;  // steady clock
-
-  void prepare(const std::string& t, std::int64_t n) {
-    topic = t;
-    count = n;
-    seen.assign(static_cast<std::size_t>(n), 0);
-    latencies.reserve(static_cast<std::size_t>(n));
-  }
-};
-
-struct Subscriber {
-  mosquitto* mosq = nullptr;
-  std::mutex m;
-  std::condition_variable cv;
-  bool connected = false, subscribed = false;
-  std::atomic<Run*> run{nullptr};
-  std::atomic<std::int64_t> stray{0};
-
-  static void on_message(mosquitto*, void* obj, const mosquitto_message* msg) {
-    auto* s = static_cast<Subscriber*>(obj);
-    const std::int64_t t = now_ns();
-    Run* r = s->run.load(std::memory_order_acquire);
-    if (r == nullptr || r->topic != msg->topic) {
-      s->stray.fetch_add(1);
-      return;
-    }
-    std::int64_t seq = -1, sent = 0;
-    if (msg->payloadlen >= 16) {
-      std::memcpy(&seq, msg->payload, 8);
-      std::memcpy(&sent, static_cast<const std::uint8_t*>(msg->payload) + 8, 8);
-    }
-    if (seq < 0 || seq >= r->count) {
-      ++r->bad;
-      return;
-    }
-    auto& flag = r->seen[static_cast<std::size_t>(seq)];
-    if (flag != 0) {
-      r->duplicates.fetch_add(1, std::memory_order_relaxed);
-      return;
-    }
-    flag = 1;
-    r->latencies.push_back(t - sent);
-    const std::int64_t e = epoch_ns();
-    if (r->first_rx_ns == 0) {
-      r->first_rx_ns = t;
-      r->first_new_epoch.store(e, std::memory_order_relaxed);
-    }
-    r->last_rx_ns = t;
-    r->last_new_epoch.store(e, std::memory_order_relaxed);
-    r->distinct.fetch_add(1, std::memory_order_release);
-  }
-  static void on_connect(mosquitto*, void* obj, int rc) {
-    auto* s = static_cast<Subscriber*>(obj);
-    std::lock_guard lock(s->m);
-    s->connected = rc == 0;
-    s->cv.notify_all();
-  }
-  static void on_subscribe(mosquitto*, void* obj, int, int, const int*) {
-    auto* s = static_cast<Subscriber*>(obj);
-    std::lock_guard lock(s->m);
-    s->subscribed = true;
-    s->cv.notify_all();
-  }
-
-  // TLS with the test PKI's client certificate, straight to the cloud broker; subscribes at QoS 1.
-  bool start(int port, const std::string& pki, const std::string& filter) {
-    mosq = mosquitto_new("bridge-bench-sub", true, this);
-    if (mosq == nullptr) return false;
-    mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
-    mosquitto_int_option(mosq, MOSQ_OPT_TCP_NODELAY, 1);
-    mosquitto_message_callback_set(mosq, &Subscriber::on_message);
-    mosquitto_connect_callback_set(mosq, &Subscriber::on_connect);
-    mosquitto_subscribe_callback_set(mosq, &Subscriber::on_subscribe);
-    const std::string ca = pki + "/ca.crt", crt = pki + "/client.crt", key = pki + "/client.key";
-    if (mosquitto_tls_set(mosq, ca.c_str(), nullptr, crt.c_str(), key.c_str(), nullptr) != MOSQ_ERR_SUCCESS) return false;
-    const auto until = Clock::now() + std::chrono::seconds(20);
-    while (mosquitto_connect(mosq, "127.0.0.1", port, 60) != MOSQ_ERR_SUCCESS) {
-      if (Clock::now() > until) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    mosquitto_loop_start(mosq);
-    std::unique_lock lock(m);
-    if (!cv.wait_until(lock, until, [&] { return connected; })) return false;
-    lock.unlock();
-    if (mosquitto_subscribe(mosq, nullptr, filter.c_str(), 1) != MOSQ_ERR_SUCCESS) return false;
-    lock.lock();
-    return cv.wait_until(lock, until, [&] { return subscribed; });
-  }
-  void stop() {
-    if (mosq == nullptr) return;
-    mosquitto_disconnect(mosq);
-    mosquitto_loop_stop(mosq, true);
-    mosquitto_destroy(mosq);
-    mosq = nullptr;
-  }
-};
+using bench::Run;
+using bench::Subscriber;
 
 // The publisher to a local broker: plain TCP, QoS 1, at most `window` publishes without PUBACK.
 struct Publisher {
@@ -279,7 +175,7 @@ int mode_compare(int argc, char** argv) {
   const std::int64_t n = std::stoll(argv[4]), window = std::stoll(argv[5]);
   const double rate = std::stod(argv[6]);
   Subscriber sub;
-  if (!sub.start(cloud, pki, "bench/#")) {
+  if (!sub.start(cloud, pki, "bench/#", "bridge-bench-sub", std::chrono::seconds(20))) {
     std::fprintf(stderr, "subscriber: cannot connect/subscribe on port %d\n", cloud);
     return 1;
   }
@@ -316,7 +212,7 @@ int mode_outage(int argc, char** argv) {
   run.prepare("bench/" + label, n);
   Subscriber sub;
   sub.run.store(&run, std::memory_order_release);
-  if (!sub.start(cloud, pki, "bench/#")) {
+  if (!sub.start(cloud, pki, "bench/#", "bridge-bench-sub", std::chrono::seconds(20))) {
     std::fprintf(stderr, "subscriber: cannot connect/subscribe on port %d\n", cloud);
     return 1;
   }

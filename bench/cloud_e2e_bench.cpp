@@ -43,6 +43,7 @@
 #include "canopy/ipc/client.hpp"
 
 #include "bench_payload.hpp"
+#include "bench_subscriber.hpp"
 
 namespace {
 
@@ -51,112 +52,9 @@ using bench::epoch_ns;
 using bench::kPayload;
 using bench::make_payload;
 using bench::now_ns;
+using bench::Run;
+using bench::Subscriber;
 
-// What the subscriber saw on one topic. Written by libmosquitto's loop thread only; the main
-// thread reads `distinct` (atomic) while waiting and the rest after the wait.
-struct Run {
-  std::string topic;
-  std::int64_t count = 0;
-  bool measure_latency = true;
-  std::vector<std::uint8_t> seen;
-  std::vector<std::int64_t> latencies;
-  std::atomic<std::int64_t> distinct{0};
-  std::int64_t duplicates = 0, bad = 0;
-  std::int64_t first_rx_ns = 0, last_rx_ns = 0;  // steady clock
-  std::int64_t first_rx_epoch = 0, last_rx_epoch = 0;
-};
-
-struct Subscriber {
-  mosquitto* mosq = nullptr;
-  std::mutex m;
-  std::condition_variable cv;
-  bool connected = false, subscribed = false;
-  std::atomic<Run*> run{nullptr};
-  std::atomic<std::int64_t> stray{0};
-
-  static void on_message(mosquitto*, void* obj, const mosquitto_message* msg) {
-    auto* s = static_cast<Subscriber*>(obj);
-    const std::int64_t t = now_ns();
-    Run* r = s->run.load(std::memory_order_acquire);
-    if (r == nullptr || r->topic != msg->topic) {
-      s->stray.fetch_add(1);
-      return;
-    }
-    if (msg->payloadlen < 16) {
-      ++r->bad;
-      return;
-    }
-    std::int64_t seq = 0, sent = 0;
-    std::memcpy(&seq, msg->payload, 8);
-    std::memcpy(&sent, static_cast<const std::uint8_t*>(msg->payload) + 8, 8);
-    if (seq < 0 || seq >= r->count) {
-      ++r->bad;
-      return;
-    }
-    auto& flag = r->seen[static_cast<std::size_t>(seq)];
-    if (flag != 0) {
-      ++r->duplicates;
-      return;
-    }
-    flag = 1;
-    if (r->measure_latency) r->latencies.push_back(t - sent);
-    if (r->first_rx_ns == 0) {
-      r->first_rx_ns = t;
-      r->first_rx_epoch = epoch_ns();
-    }
-    r->last_rx_ns = t;
-    r->distinct.fetch_add(1, std::memory_order_release);
-    if (r->distinct.load(std::memory_order_relaxed) == r->count) r->last_rx_epoch = epoch_ns();
-  }
-  static void on_connect(mosquitto*, void* obj, int rc) {
-    auto* s = static_cast<Subscriber*>(obj);
-    std::lock_guard lock(s->m);
-    s->connected = rc == 0;
-    s->cv.notify_all();
-  }
-  static void on_subscribe(mosquitto*, void* obj, int, int, const int*) {
-    auto* s = static_cast<Subscriber*>(obj);
-    std::lock_guard lock(s->m);
-    s->subscribed = true;
-    s->cv.notify_all();
-  }
-
-  // Connects over TLS with the test PKI's client certificate (retrying every 5 ms until the
-  // deadline, for a broker that is still starting) and subscribes `filter` at QoS 1.
-  bool start(int port, const std::string& pki, const std::string& filter, std::chrono::seconds deadline) {
-    mosquitto_lib_init();
-    mosq = mosquitto_new("cloud-bench-sub", true, this);
-    if (mosq == nullptr) return false;
-    mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
-    mosquitto_message_callback_set(mosq, &Subscriber::on_message);
-    mosquitto_connect_callback_set(mosq, &Subscriber::on_connect);
-    mosquitto_subscribe_callback_set(mosq, &Subscriber::on_subscribe);
-    const std::string ca = pki + "/ca.crt", crt = pki + "/client.crt", key = pki + "/client.key";
-    if (mosquitto_tls_set(mosq, ca.c_str(), nullptr, crt.c_str(), key.c_str(), nullptr) != MOSQ_ERR_SUCCESS) return false;
-    const auto until = Clock::now() + deadline;
-    while (mosquitto_connect(mosq, "127.0.0.1", port, 60) != MOSQ_ERR_SUCCESS) {
-      if (Clock::now() > until) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    mosquitto_loop_start(mosq);
-    std::unique_lock lock(m);
-    if (!cv.wait_until(lock, until, [&] { return connected; })) return false;
-    lock.unlock();
-    if (mosquitto_subscribe(mosq, nullptr, filter.c_str(), 1) != MOSQ_ERR_SUCCESS) return false;
-    lock.lock();
-    return cv.wait_until(lock, until, [&] { return subscribed; });
-  }
-  void stop() {
-    if (mosq == nullptr) return;
-    mosquitto_disconnect(mosq);
-    mosquitto_loop_stop(mosq, true);
-    mosquitto_destroy(mosq);
-    mosq = nullptr;
-    mosquitto_lib_cleanup();
-  }
-};
-
-// Keeps at most `limit` operations outstanding; `release` runs on the answering thread.
 struct Window {
   std::mutex m;
   std::condition_variable cv;
@@ -211,18 +109,10 @@ void report(const char* who, Run& run, std::int64_t start_ns, std::int64_t answe
               who, kPayload, static_cast<long long>(run.count), static_cast<long long>(window),
               secs > 0 ? static_cast<double>(got) / secs : 0.0, secs, pct(0.5), pct(0.99), pct(1.0),
               static_cast<long long>(got), static_cast<long long>(run.count - got),
-              static_cast<long long>(run.duplicates), static_cast<double>(answered_ns - start_ns) / 1e9,
+              static_cast<long long>(run.duplicates.load()), static_cast<double>(answered_ns - start_ns) / 1e9,
               static_cast<long long>(w.failed.load()));
   if (w.failed.load() > 0) std::printf("%-7s first failure: %s\n", who, w.first_error.c_str());
   std::fflush(stdout);
-}
-
-void prepare(Run& run, const std::string& topic, std::int64_t count, bool latency) {
-  run.topic = topic;
-  run.count = count;
-  run.measure_latency = latency;
-  run.seen.assign(static_cast<std::size_t>(count), 0);
-  if (latency) run.latencies.reserve(static_cast<std::size_t>(count));
 }
 
 // With rate > 0, publish i waits until i / rate seconds after the first: latency is then the
@@ -241,7 +131,7 @@ void pace(Clock::time_point t0, std::int64_t i, double rate) {
 // (a) through canopyd: PublishToIoTCore over IPC, WINDOW calls outstanding.
 void run_canopy(canopy::ipc::Client& ipc, Subscriber& sub, std::int64_t n, std::int64_t window, double rate) {
   Run run;
-  prepare(run, "tele/canopy", n, true);
+  run.prepare("tele/canopy", n, true);
   sub.run.store(&run, std::memory_order_release);
   Window w;
   const std::int64_t start = now_ns();
@@ -294,7 +184,7 @@ int run_peer(int port, const std::string& pki, Subscriber& sub, std::int64_t n, 
     return 1;
   }
   Run run;
-  prepare(run, "tele/peer", n, true);
+  run.prepare("tele/peer", n, true);
   sub.run.store(&run, std::memory_order_release);
   Window w;
   Listener listener(w);
@@ -339,7 +229,7 @@ int mode_e2e(int argc, char** argv) {
   const double rate = argc > 8 ? std::stod(argv[8]) : 0;  // msgs/s, 0 = as fast as the window allows
   if (rate > 0) std::printf("paced at %.0f msg/s\n", rate);
   Subscriber sub;
-  if (!sub.start(port, pki, "tele/#", std::chrono::seconds(20))) {
+  if (!sub.start(port, pki, "tele/#", "cloud-bench-sub", std::chrono::seconds(20))) {
     std::fprintf(stderr, "subscriber: cannot connect/subscribe on port %d\n", port);
     return 1;
   }
@@ -390,10 +280,10 @@ int mode_drain(int argc, char** argv) {
   const std::int64_t m = std::stoll(argv[4]);
   const std::int64_t deadline_s = argc > 6 ? std::stoll(argv[6]) : 1800;
   Run run;
-  prepare(run, "tele/drain", m, false);
+  run.prepare("tele/drain", m, false);
   Subscriber sub;
   sub.run.store(&run, std::memory_order_release);
-  if (!sub.start(port, pki, "tele/drain", std::chrono::seconds(30))) {
+  if (!sub.start(port, pki, "tele/drain", "cloud-bench-sub", std::chrono::seconds(30))) {
     std::fprintf(stderr, "subscriber: cannot connect/subscribe on port %d\n", port);
     return 1;
   }
@@ -414,19 +304,20 @@ int mode_drain(int argc, char** argv) {
   auto since = [&](std::int64_t t) { return t == 0 ? -1.0 : static_cast<double>(t - broker_start) / 1e9; };
   const std::int64_t got = run.distinct.load();
   const double span = static_cast<double>(run.last_rx_ns - run.first_rx_ns) / 1e9;
-  const double total = since(run.last_rx_epoch);
+  const double total = got == m ? since(run.last_new_epoch.load()) : -1.0;  // "all at": only when all came
   std::printf("drain   M=%lld: subscribed %.3f s after the broker start, first message at %.3f s, all at %.3f s; "
               "%.0f msg/s from the broker start, %.0f msg/s first to last message (%.2f s); received=%lld "
               "missing=%lld duplicates=%lld\n",
-              static_cast<long long>(m), since(subscribed_epoch), since(run.first_rx_epoch), total,
+              static_cast<long long>(m), since(subscribed_epoch), since(run.first_new_epoch.load()), total,
               total > 0 ? static_cast<double>(got) / total : 0.0, span > 0 ? static_cast<double>(got) / span : 0.0, span,
-              static_cast<long long>(got), static_cast<long long>(m - got), static_cast<long long>(run.duplicates));
+              static_cast<long long>(got), static_cast<long long>(m - got), static_cast<long long>(run.duplicates.load()));
   return got == m ? 0 : 1;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  mosquitto_lib_init();
   const std::string mode = argc > 1 ? argv[1] : "";
   int rc = 2;
   if (mode == "e2e") rc = mode_e2e(argc, argv);
@@ -436,5 +327,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: cloud_e2e_bench e2e SOCKET TOKEN BROKER_PORT PKI_DIR [N] [WINDOW] [RATE]\n"
                          "       cloud_e2e_bench fill SOCKET TOKEN M [WINDOW]\n"
                          "       cloud_e2e_bench drain BROKER_PORT PKI_DIR M START_FILE [DEADLINE_S]\n");
+  mosquitto_lib_cleanup();
   return rc;
 }

@@ -484,12 +484,8 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       }
       // Everything this read brought is handled: send what it freed room for, in one write.
       if (any && c == conn && !c->closed) {
-        {
-          std::lock_guard lock(status_mutex);
-          inflight_count = inflight.size();
-        }
-        pump();
-        flush(c);
+        pump();     // (updates the in-flight count for the status)
+        flush(c);   // PUBACKs for incoming messages, when pump() had nothing to send
       }
     }
     close_connection(c);
