@@ -81,12 +81,17 @@ cp "$smoke" "$tmp/smoke/smoke.sh"
 # Files the container's apt must not try to reconfigure interactively.
 echo 'APT::Install-Recommends "false";' >"$root/etc/apt/apt.conf.d/90canopy-systest"
 
-# Free ports (host and container share the network) for the managed Mosquitto.
+# Free ports (host and container share the network) for the managed Mosquitto. They are used
+# only after the container has booted, so they come from below the kernel's ephemeral range
+# (ip_local_port_range, 32768 by default), where no concurrently running test's connection or
+# bind-to-port-0 can take one meanwhile.
 port_free() { ! grep -qi ":$(printf '%04X' "$1") " /proc/net/tcp /proc/net/tcp6 2>/dev/null; }
+ephemeral_low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[ "$ephemeral_low" -gt 21000 ] 2>/dev/null || ephemeral_low=50000  # an unusual range: the old 20000-49999
 pick_port() {
     local p
     for _ in $(seq 1 200); do
-        p=$(( 20000 + RANDOM % 30000 ))
+        p=$(( 20000 + RANDOM % (ephemeral_low - 20000) ))
         if port_free "$p" && [ "$p" != "${1:-}" ]; then echo "$p"; return 0; fi
     done
     die "no free TCP port found"
