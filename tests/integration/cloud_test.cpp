@@ -445,6 +445,29 @@ TEST(CloudMqtt, AServerThatDoesNotSpeakMqttIsNamedAndTheMessageWaits) {
   EXPECT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "still accepted")));
 }
 
+// The cloud completes TLS but refuses the MQTT connection (here: no anonymous clients and no
+// user name): the CONNACK's reason is named, nothing is sent, the message waits in the spool.
+TEST(CloudMqtt, ACloudThatRefusesTheConnectionIsNamedAndTheMessageWaits) {
+  TempDir dir;
+  TestPki pki(dir.path() / "pki");
+  Mosquitto strict(dir.path() / "strict", Mosquitto::Options{.listener_config = "", .allow_anonymous = false, .tls = pki.broker_tls("server")});
+  CloudConfig cfg;
+  cfg.port = strict.port();
+  cfg.cert = pki.pair("client").crt;
+  cfg.key = pki.pair("client").key;
+  cfg.ca = pki.ca();
+  Canopyd d(dir.path(), with(cfg));
+  ASSERT_TRUE(d.wait_ready());
+  auto c = ipc_connect(d);
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "kept")));
+  EXPECT_THAT(wait_error(d), HasSubstr(std::string("the cloud refused the MQTT connection as ") + kThing +
+                                       ": not authorized (0x87)"));
+  const auto s = status(d);
+  EXPECT_EQ(s["cloud"]["connects"], 0);
+  EXPECT_EQ(s["spool"]["queued"], 1);
+}
+
 // The cloud announces a Maximum Packet Size (MQTT 5 CONNACK): a larger message is not sent
 // (the cloud would drop the connection for it), it stays in the spool with a log line naming
 // it, and the messages after it flow.
