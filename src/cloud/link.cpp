@@ -998,11 +998,18 @@ void Link::publish_direct(spool::Message message, std::function<void(bool)> done
   net::post(impl->strand, [impl, message = std::move(message), done = std::move(done)]() mutable {
     if (!impl->connected()) return done(false);
     auto& c = impl->conn;
+    const std::size_t before = c->out.size();
     if (impl->version == mqtt::Version::v5 && (message.expiry_seconds > 0 || !message.properties_json.empty())) {
       const auto props = to_mqtt_properties(message.properties_json, message.expiry_seconds);
       mqtt::encode_publish(c->out, impl->version, message.topic, message.payload, 0, message.retain, false, 0, &props);
     } else {
       mqtt::encode_publish(c->out, impl->version, message.topic, message.payload, 0, message.retain, false, 0);
+    }
+    if (c->out.size() - before > c->max_packet) {
+      // Over the cloud's Maximum Packet Size: not sent (the cloud would drop the connection);
+      // the caller spools it, where the drain reports it.
+      c->out.resize(before);
+      return done(false);
     }
     impl->flush(c);
     done(true);

@@ -476,7 +476,9 @@ TEST(CloudMqtt, AMessageOverTheCloudsMaximumPacketSizeWaitsAndTheRestFlow) {
   CloudBroker cloud(dir.path(), "server", "max_packet_size 2000\n");
   auto watcher = cloud.client("watcher");
   ASSERT_TRUE(watcher->subscribe("tele/#", 1));
-  Canopyd d(dir.path(), with(cloud.config_for(cloud.broker.port())));
+  auto cfg = cloud.config_for(cloud.broker.port());
+  cfg.spooler_yaml = "        qos0BypassSpool: true\n";
+  Canopyd d(dir.path(), with(cfg));
   ASSERT_TRUE(d.wait_ready());
   ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }));
   auto c = ipc_connect(d);
@@ -485,10 +487,16 @@ TEST(CloudMqtt, AMessageOverTheCloudsMaximumPacketSizeWaitsAndTheRestFlow) {
   ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/big", std::string(3000, 'b'))));
   ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/c", "after")));
   ASSERT_TRUE(watcher->wait_for(2, 20s)) << watcher->count();
+  // QoS 0 that would bypass the spool: too large, so it is spooled instead (and waits there too).
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/big0", std::string(3000, 'z'), 0)));
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/d", "direct", 0)));
+  ASSERT_TRUE(watcher->wait_for(3, 20s)) << watcher->count();
   const auto got = watcher->messages();
   EXPECT_EQ(got[0].payload, "before");
   EXPECT_EQ(got[1].payload, "after");
-  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return s["spool"]["queued"] == 1; })) << status(d).dump();
+  EXPECT_EQ(got[2].payload, "direct");
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return s["spool"]["queued"] == 2; })) << status(d).dump();
+  EXPECT_EQ(status(d)["spool"]["accepted"], 4) << "3 QoS 1 messages and the large QoS 0 one";
   EXPECT_THAT(d.logs(), HasSubstr("exceed the cloud's Maximum Packet Size of 2000"));
   EXPECT_TRUE(cloud_state_is(status(d), "connected")) << "the link must not have been dropped";
   EXPECT_EQ(status(d)["cloud"]["connects"], 1);

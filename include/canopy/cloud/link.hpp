@@ -99,8 +99,8 @@ class Link {
   void wake();
 
   /// QoS 0 without the spool: hands the message to the MQTT client now if connected and calls
-  /// `done(true)`; `done(false)` (on the link's strand) when not connected, so the caller can
-  /// spool it instead.
+  /// `done(true)`; `done(false)` (on the link's strand) when not connected or the message is
+  /// larger than the cloud's Maximum Packet Size, so the caller can spool it instead.
   void publish_direct(spool::Message message, std::function<void(bool sent)> done);
 
   using MessageHandler = std::function<void(const IncomingMessage&)>;
