@@ -212,9 +212,9 @@ struct Bridge::Impl : std::enable_shared_from_this<Impl> {
           sm.payload = payload;
           sm.qos = qos > 0 ? 1 : 0;
           spool.enqueue(std::move(sm), [self, g, i, finish](result<std::int64_t> id) {
-            self->complete_later([self, g, i, finish, ok = static_cast<bool>(id),
+            // (the cloud link gets the row from the spool's commit feed)
+            self->complete_later([g, i, finish, ok = static_cast<bool>(id),
                                   why = id ? std::string() : id.error().message] {
-              if (ok) self->link.wake();
               finish(g, i, ok, why);
             });
           });

@@ -3,6 +3,9 @@
 #include <chrono>
 #include <ctime>
 #include <mutex>
+#include <string>
+
+#include <pthread.h>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -116,6 +119,11 @@ result<spdlog::level::level_enum> parse_level(std::string_view name) {
     if (n == name) return l;
   return make_error(errc::invalid,
                     fmt::format("unknown log level \"{}\": expected one of trace, debug, info, warn, error", name));
+}
+
+void name_this_thread(std::string_view name) {
+  const std::string cut(name.substr(0, 15));  // the kernel's limit, without the terminating NUL
+  (void)::pthread_setname_np(::pthread_self(), cut.c_str());
 }
 
 }  // namespace canopy::log

@@ -2,6 +2,9 @@
 
 #include <filesystem>
 #include <string>
+#include <thread>
+
+#include <pthread.h>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -85,6 +88,20 @@ TEST(Logging, ParseLevel) {
   auto bad = log::parse_level("loud");
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().message.find("expected one of trace, debug, info, warn, error"), std::string::npos);
+}
+
+TEST(Logging, NameThisThreadShowsInTheKernelsThreadNameCutTo15Characters) {
+  std::string short_name, long_name;
+  std::thread t([&] {
+    char buf[32] = {};
+    canopy::log::name_this_thread("spool");
+    if (::pthread_getname_np(::pthread_self(), buf, sizeof buf) == 0) short_name = buf;
+    canopy::log::name_this_thread("a-name-longer-than-fifteen");
+    if (::pthread_getname_np(::pthread_self(), buf, sizeof buf) == 0) long_name = buf;
+  });
+  t.join();
+  EXPECT_EQ(short_name, "spool");
+  EXPECT_EQ(long_name, "a-name-longer-t");
 }
 
 TEST(YamlJson, ScalarsAreTypedAndQuotedStaysString) {

@@ -1068,6 +1068,7 @@ struct Deployer::Impl {
     fo.ca_file = settings.download_ca_file;
     fo.max_bytes = settings.max_download_bytes;
     downloader = std::thread([this, id, list = std::move(list), fo]() mutable {
+      log::name_this_thread("download");
       result<void> outcome = ok();
       for (const auto& d : list) {
         std::error_code ec;

@@ -261,7 +261,10 @@ class Daemon {
     // to the rest only through posts and thread-safe calls (spool, IPC streams, the bridge).
     link_ = std::make_unique<cloud::Link>(cloud_io_.get_executor(), lo, *spool_);
     cloud_work_.emplace(cloud_io_.get_executor());
-    cloud_thread_ = std::thread([this] { cloud_io_.run(); });
+    cloud_thread_ = std::thread([this] {
+      log::name_this_thread("cloud-link");
+      cloud_io_.run();
+    });
     const bool bypass0 = config_.spooler.qos0_bypass;
     auto spool_it = [this](spool::Message m, std::function<void(result<void>)> done) {
       spool_->enqueue(std::move(m), [this, done = std::move(done)](result<std::int64_t> id) {
@@ -269,8 +272,7 @@ class Daemon {
           done(id.error());
           return;
         }
-        link_->wake();
-        done(ok());
+        done(ok());  // (the link gets the row from the spool's commit feed)
       });
     };
     ctx_->iot_core.publish = [this, bypass0, spool_it](spool::Message m, std::function<void(result<void>)> done) {

@@ -235,6 +235,7 @@ struct Spool::Impl {
   // --- Owned by the worker thread once open() returned (by open() before that). ---
   sqlite3* db = nullptr;
   std::int64_t generation = 0;  ///< this open's generation (meta.generation)
+  std::int64_t last_id = 0;  ///< the newest id given out (worker thread only)
   Counters committed;           ///< the database as of the last commit
   Stmt begin, commit, insert, delete_by_id, select_sent, update_sent, delete_oldest, select_qos0, fetch_rows,
       sweep_expired, update_meta;
@@ -250,6 +251,7 @@ struct Spool::Impl {
   std::vector<std::function<void(result<void>)>> flushes;
   std::vector<PageCountRequest> page_counts;
   bool stopping = false;
+  CommitFeed feed;
   Counters published;  ///< what counters() returns: `committed` after each commit
 
   std::thread worker;
@@ -366,6 +368,12 @@ struct Spool::Impl {
           for (const auto& c : kStoredCounters)
             if (key == c.key) committed.*(c.field) = static_cast<std::uint64_t>(value);
         }
+      }
+      {
+        // The newest id ever given out (AUTOINCREMENT never reuses one), for the commit feed.
+        Stmt s = prepare("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'msgs'), 0)");
+        Reset r(s.get());
+        if (step(s.get()) == SQLITE_ROW) last_id = sqlite3_column_int64(s.get(), 0);
       }
       {
         Stmt s = prepare("SELECT count(*), coalesce(sum(size), 0) FROM msgs");
@@ -568,6 +576,14 @@ struct Spool::Impl {
     return false;
   }
 
+  /// When a message expires (unix ms; 0 = never): the spool's ttl or its own expiry, the shorter.
+  std::int64_t expires_of(const EnqueueRequest& req) const {
+    std::uint64_t ttl_s = static_cast<std::uint64_t>(std::max<std::int64_t>(opts.ttl.count(), 0));
+    const auto own = req.message.expiry_seconds;
+    if (own != 0 && (ttl_s == 0 || own < ttl_s)) ttl_s = own;
+    return ttl_s == 0 ? 0 : req.enqueued_unix_ms + static_cast<std::int64_t>(ttl_s) * 1000;
+  }
+
   result<std::int64_t> apply_enqueue(const EnqueueRequest& req, Counters& c, std::uint64_t& dropped,
                                      std::uint64_t& refused) const {
     const Message& m = req.message;
@@ -590,9 +606,7 @@ struct Spool::Impl {
                                                                : ", so this message was refused"));
       }
     }
-    std::uint64_t ttl_s = static_cast<std::uint64_t>(std::max<std::int64_t>(opts.ttl.count(), 0));
-    if (m.expiry_seconds != 0 && (ttl_s == 0 || m.expiry_seconds < ttl_s)) ttl_s = m.expiry_seconds;
-    const std::int64_t expires = ttl_s == 0 ? 0 : req.enqueued_unix_ms + static_cast<std::int64_t>(ttl_s) * 1000;
+    const std::int64_t expires = expires_of(req);
 
     sqlite3_stmt* s = insert.get();
     Reset r(s);
@@ -757,7 +771,11 @@ struct Spool::Impl {
         step_once(begin.get());
         // Acks first: they free room for the enqueues of the same batch.
         for (auto id : b.acks) apply_ack(id, c);
-        for (auto id : b.marks) apply_mark(id, c);
+        // A mark for a row acked in this same batch would find no row (apply_mark does nothing
+        // then): skip the lookup. In a steady drain that is most of them.
+        std::sort(b.acks.begin(), b.acks.end());
+        for (auto id : b.marks)
+          if (!std::binary_search(b.acks.begin(), b.acks.end(), id)) apply_mark(id, c);
         for (const auto& e : b.enqueues) ids.push_back(apply_enqueue(e, c, dropped, refused));
         save_counters(c);
         step_once(commit.get());
@@ -779,6 +797,7 @@ struct Spool::Impl {
       log->warn("the spool is full: refused {} message(s) (spooler.whenFull is {}; queued={} bytes={})", refused,
                 to_string(opts.when_full), committed.queued, committed.bytes);
 
+    if (!failure) feed_committed(b, ids);
     for (std::size_t i = 0; i < b.enqueues.size(); ++i) {
       auto& done = b.enqueues[i].done;
       if (failure) call(done, result<std::int64_t>(*failure));
@@ -787,6 +806,31 @@ struct Spool::Impl {
     for (auto& f : b.fetches) call(f.done, fetch(f.after_id, f.limit));
     for (auto& f : b.snapshots) call(f.done, snapshot());
     for (auto& f : b.flushes) call(f, failure ? result<void>(*failure) : ok());
+  }
+
+  /// Hands the rows this commit stored to the commit feed (see Spool::set_commit_feed), with
+  /// the newest id before them. Their messages are moved out: only the ids are needed after.
+  void feed_committed(Batch& b, const std::vector<result<std::int64_t>>& ids) {
+    CommitFeed f;
+    {
+      std::lock_guard lk(mu);
+      f = feed;
+    }
+    const std::int64_t before = last_id;
+    std::vector<StoredMessage> rows;
+    for (std::size_t i = 0; i < b.enqueues.size(); ++i) {
+      if (!ids[i]) continue;
+      last_id = *ids[i];
+      if (!f) continue;
+      auto& req = b.enqueues[i];
+      StoredMessage row;
+      row.id = *ids[i];
+      row.enqueued_unix_ms = req.enqueued_unix_ms;
+      row.expires_unix_ms = expires_of(req);
+      row.message = std::move(req.message);
+      rows.push_back(std::move(row));
+    }
+    if (f && !rows.empty()) call(f, before, std::move(rows));
   }
 
   void run() {
@@ -884,7 +928,10 @@ result<std::unique_ptr<Spool>> Spool::open(Options options) {
   auto impl = std::make_unique<Impl>(std::move(options));
   if (auto r = impl->open_db(); !r) return std::move(r).error();
   Impl* p = impl.get();
-  p->worker = std::thread([p] { p->run(); });
+  p->worker = std::thread([p] {
+    log::name_this_thread("spool");
+    p->run();
+  });
   return std::unique_ptr<Spool>(new Spool(std::move(impl)));
 }
 
@@ -922,6 +969,11 @@ void Spool::snapshot(SnapshotDone done) {
   Impl& i = *impl_;
   if (!i.submit([&] { i.snapshots.push_back({std::move(done)}); }))
     i.call(done, result<BacklogSnapshot>(Impl::closing_error()));
+}
+
+void Spool::set_commit_feed(CommitFeed feed) {
+  std::lock_guard lk(impl_->mu);
+  impl_->feed = std::move(feed);
 }
 
 void Spool::fetch(std::int64_t after_id, std::size_t limit, FetchDone done) {

@@ -167,6 +167,87 @@ TEST_F(SpoolTest, IdsKeepIncreasingAcrossReopenEvenWhenEmptied) {
   EXPECT_GT(*id, last);
 }
 
+// The feed's contract: every committed row once, in id order, as fetch() would return it, with
+// the newest id given out before it; after a reopen that is the newest id ever given out, even
+// when those rows were acked (a reader at that position can take the rows; one behind fetches).
+TEST_F(SpoolTest, CommitFeedHandsOverEachCommitWithTheNewestIdBeforeIt) {
+  struct Fed {
+    std::int64_t newest_before;
+    std::vector<StoredMessage> rows;
+  };
+  std::mutex mu;
+  std::vector<Fed> fed;
+  auto take_feed = [&](Spool& s) {
+    s.set_commit_feed([&](std::int64_t newest_before, std::vector<StoredMessage> rows) {
+      std::lock_guard lk(mu);
+      fed.push_back({newest_before, std::move(rows)});
+    });
+  };
+  std::int64_t last = 0;
+  {
+    Options o = opts();
+    o.ttl = std::chrono::seconds(600);
+    auto s = open(o);
+    ASSERT_TRUE(s);
+    take_feed(*s);
+    // Two commits: a flush ends the first.
+    std::vector<std::int64_t> ids;
+    Message first = msg("a/1", std::string("x\0y", 3), 0);
+    first.properties_json = R"({"contentType":"text/plain"})";
+    first.expiry_seconds = 60;
+    ids.push_back(*enqueue_sync(*s, first));
+    ASSERT_TRUE(flush_sync(*s));
+    for (int i = 0; i < 3; ++i) ids.push_back(*enqueue_sync(*s, msg("b/" + std::to_string(i), "p")));
+    ASSERT_TRUE(flush_sync(*s));
+    auto stored = fetch_sync(*s, 0, 10);
+    ASSERT_TRUE(stored);
+    std::lock_guard lk(mu);
+    std::vector<StoredMessage> all;
+    std::int64_t before = 0;
+    for (auto& f : fed) {
+      EXPECT_EQ(f.newest_before, before) << "each commit continues where the previous one ended";
+      ASSERT_FALSE(f.rows.empty());
+      before = f.rows.back().id;
+      for (auto& r : f.rows) all.push_back(r);
+    }
+    ASSERT_EQ(ids_of(all), ids);
+    ASSERT_EQ(ids_of(*stored), ids);
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      EXPECT_EQ(all[i].message.topic, (*stored)[i].message.topic);
+      EXPECT_EQ(all[i].message.payload, (*stored)[i].message.payload);
+      EXPECT_EQ(all[i].message.qos, (*stored)[i].message.qos);
+      EXPECT_EQ(all[i].message.properties_json, (*stored)[i].message.properties_json);
+      EXPECT_EQ(all[i].message.expiry_seconds, (*stored)[i].message.expiry_seconds);
+      EXPECT_EQ(all[i].enqueued_unix_ms, (*stored)[i].enqueued_unix_ms);
+      EXPECT_EQ(all[i].expires_unix_ms, (*stored)[i].expires_unix_ms);
+      EXPECT_EQ(all[i].attempts, 0);
+    }
+    EXPECT_EQ(all[0].expires_unix_ms, all[0].enqueued_unix_ms + 60'000) << "the message's own expiry is shorter";
+    EXPECT_EQ(all[1].expires_unix_ms, all[1].enqueued_unix_ms + 600'000) << "the spool's ttl";
+    last = ids.back();
+    s->ack(ids);
+    ASSERT_TRUE(flush_sync(*s));
+    fed.clear();
+  }
+  auto s = open();
+  ASSERT_TRUE(s);
+  take_feed(*s);
+  auto id = enqueue_sync(*s, msg("c", "p"));
+  ASSERT_TRUE(id);
+  ASSERT_TRUE(flush_sync(*s));
+  {
+    std::lock_guard lk(mu);
+    ASSERT_EQ(fed.size(), 1u);
+    EXPECT_EQ(fed[0].newest_before, last);
+    EXPECT_EQ(ids_of(fed[0].rows), std::vector<std::int64_t>{*id});
+  }
+  // Removing the feed stops it.
+  s->set_commit_feed({});
+  ASSERT_TRUE(enqueue_sync(*s, msg("d", "p")));
+  std::lock_guard lk(mu);
+  EXPECT_EQ(fed.size(), 1u);
+}
+
 TEST_F(SpoolTest, AckDeletesAndCountsDelivered) {
   auto s = open();
   ASSERT_TRUE(s);

@@ -95,7 +95,8 @@ class Link {
   /// in the spool), and calls `done` on the link's strand; within `deadline`.
   void stop(std::chrono::milliseconds deadline, std::function<void()> done);
 
-  /// New rows were committed to the spool: send them if connected.
+  /// New rows were committed to the spool: send them if connected. Not needed after start():
+  /// the link takes the spool's commit feed (Spool::set_commit_feed), holding itself weakly there.
   void wake();
 
   /// QoS 0 without the spool: hands the message to the MQTT client now if connected and calls

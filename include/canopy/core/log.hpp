@@ -41,4 +41,9 @@ void flush();
 /// Parses a level name (trace, debug, info, warn, error, critical, off).
 result<spdlog::level::level_enum> parse_level(std::string_view name);
 
+/// Names the calling thread as `top -H`, `ps -L`, perf and gdb show it, so an operator can
+/// tell which part of canopyd uses the CPU. Linux keeps at most 15 characters; longer names
+/// are cut. Best effort: a failure changes nothing else.
+void name_this_thread(std::string_view name);
+
 }  // namespace canopy::log

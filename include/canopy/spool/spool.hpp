@@ -128,6 +128,13 @@ class Spool {
   /// way are deleted and counted, never returned.
   void fetch(std::int64_t after_id, std::size_t limit, FetchDone done);
 
+  using CommitFeed = std::function<void(std::int64_t newest_before, std::vector<StoredMessage> rows)>;
+  /// After each commit that stored messages, calls `feed` on the spool's thread with those rows
+  /// (id order, `attempts` 0) and the newest id given out before them. A reader whose position
+  /// is `newest_before` can take them as they are instead of reading them back with fetch();
+  /// any other reader should fetch. One feed at a time; an empty function removes it.
+  void set_commit_feed(CommitFeed feed);
+
   using SnapshotDone = std::function<void(result<BacklogSnapshot>)>;
   /// The newest id and each topic's newest id of the rows stored now (one scan of the table).
   void snapshot(SnapshotDone done);
