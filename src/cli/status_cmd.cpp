@@ -41,6 +41,13 @@ void print_cloud(const nlohmann::json& s) {
       std::cout << line << "\n";
       if (c.contains("lastError") && state != "connected")
         std::cout << fmt::format("                last error: {}\n", c.value("lastError", ""));
+      if (const auto h = c.find("held"); h != c.end() && h->is_array() && !h->empty()) {
+        std::string ids;
+        for (const auto& id : *h) ids += (ids.empty() ? "" : ", ") + id.dump();
+        std::cout << fmt::format("                held: {} message(s) the cloud closed the connection for (spool id "
+                                 "{}); kept in the spool, sent again after canopyd restarts; see the cloud log\n",
+                                 h->size(), ids);
+      }
       if (c.contains("key")) std::cout << fmt::format("device key      {}\n", c.value("key", ""));
     }
   }

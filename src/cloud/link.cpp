@@ -6,6 +6,7 @@
 #include <atomic>
 #include <deque>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <random>
 #include <set>
@@ -182,11 +183,16 @@ struct Connection {
   std::unordered_map<std::uint16_t, std::int64_t> publishes;
   std::unordered_map<std::uint16_t, std::string> subscribes;  // -> filter
   std::size_t max_packet = 268'435'455;  // the cloud's Maximum Packet Size
+  bool retain_ok = true;                 // the CONNACK did not say Retain Available 0
+  bool qos1_ok = true;                   // ... nor Maximum QoS 0
+  bool retain_warned = false, qos_warned = false;  // one line per connection for each
+  std::optional<std::uint8_t> disconnect_reason;   // from the cloud's DISCONNECT (MQTT 5)
+  bool went_silent = false;                        // ended by the keep-alive: not a refusal
 };
 
 struct Link::Impl : std::enable_shared_from_this<Impl> {
   Impl(net::any_io_executor ex, LinkOptions o, spool::Spool& s)
-      : strand(net::make_strand(ex)), options(std::move(o)), spool(s), backoff_timer(strand), rate_timer(strand),
+      : strand(net::make_strand(ex)), options(std::move(o)), spool(s), backoff_timer(strand), rate_timer(strand), probe_timer(strand),
         log(log::get("cloud")), rng(std::random_device{}()) {
     version = options.mqtt_version == 5 ? mqtt::Version::v5 : mqtt::Version::v311;
   }
@@ -198,6 +204,7 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
   std::unique_ptr<net::ssl::context> ssl_ctx;
   net::steady_timer backoff_timer;
   net::steady_timer rate_timer;
+  net::steady_timer probe_timer;
   std::shared_ptr<spdlog::logger> log;
   std::mt19937_64 rng;
 
@@ -234,6 +241,27 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
   std::set<std::int64_t> inflight;     // ids awaiting their PUBACK
   std::vector<std::int64_t> to_ack;    // delivered, not yet passed to spool.ack
   std::size_t window = 1;              // in-flight limit of this connection
+
+  // A message the cloud will not take without dropping the connection (MQTT 3.1.1 has no
+  // other way to refuse one; AWS IoT does this for a topic the policy does not allow) would
+  // otherwise be sent again after every reconnect, forever, with everything behind it
+  // waiting. After kDropsBeforeProbing short connections in a row that the cloud ended with
+  // publishes in flight, the link sends one publish at a time ("probing", after a quiet
+  // second with nothing in flight); the row in flight at kProbeDropsToHold such drops in a
+  // row is held: it stays in the spool but is not sent again until canopyd restarts.
+  static constexpr std::uint32_t kDropsBeforeProbing = 3;
+  static constexpr std::uint32_t kProbeDropsToHold = 2;
+  static constexpr auto kProbeQuiet = std::chrono::seconds(1);
+  std::uint32_t short_drops = 0;
+  bool probing = false;
+  Clock::time_point probe_from;  // no probe is sent before (the quiet second after CONNACK)
+  std::int64_t probe_suspect = 0;
+  std::uint32_t probe_suspect_drops = 0;
+  std::size_t probe_acks = 0;
+  std::string probe_what;  // the row in flight while probing, for the log
+  Clock::time_point probe_sent;
+  static constexpr auto kProbeAnswer = std::chrono::seconds(5);  // a refusal comes at once
+  std::map<std::int64_t, std::string> held;  // id -> what it was, for the status
   double tokens = 0;
   Clock::time_point tokens_at = Clock::now();
   bool rate_armed = false;
@@ -256,6 +284,7 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
   std::uint64_t backlog_sends = 0;
   std::uint64_t live_sends = 0;
   std::int64_t next_attempt_ms = 0;
+  std::vector<std::int64_t> held_ids;
 
   void set_state(LinkState s, const std::string& error = {}) {
     std::lock_guard lock(status_mutex);
@@ -278,6 +307,7 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       if (stopping) break;
       const bool was_stable = conn && conn->connected_ok && Clock::now() - started >= options.stable;
       if (was_stable) failures = 0;
+      if (conn && conn->connected_ok) after_drop(*conn, was_stable);
       const std::string why = conn ? conn->failure : std::string("unknown");
       teardown();
       // Full jitter: uniform in [0, min(cap, base * 2^failures)].
@@ -528,6 +558,7 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       case mqtt::Type::unsuback: return;
       case mqtt::Type::pingresp: c->ping_outstanding = false; return;
       case mqtt::Type::disconnect: {
+        c->disconnect_reason = p.reason;
         std::string why = fmt::format("the cloud closed the connection: {}", mqtt::reason_text(version, p.reason, p.type));
         if (p.reason == 0x8E)
           why = fmt::format("another client connected with the client id {} and took the session over; check that "
@@ -563,8 +594,14 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     }
     if (p.properties.maximum_packet_size) c->max_packet = *p.properties.maximum_packet_size;
     if (p.properties.server_keep_alive) c->keep_alive = std::chrono::seconds(*p.properties.server_keep_alive);
-    if (p.properties.maximum_qos && *p.properties.maximum_qos == 0)
-      log->warn("the cloud accepts only QoS 0 (Maximum QoS 0); QoS 1 messages will be refused");
+    c->qos1_ok = !(p.properties.maximum_qos && *p.properties.maximum_qos == 0);
+    c->retain_ok = !(p.properties.retain_available && *p.properties.retain_available == 0);
+    if (!c->qos1_ok)
+      log->warn("the cloud accepts only QoS 0 (Maximum QoS 0 in its CONNACK): QoS 1 messages wait in the spool until "
+                "it accepts QoS 1; QoS 0 messages are sent");
+    if (!c->retain_ok)
+      log->info("the cloud does not keep retained messages (Retain Available 0 in its CONNACK): retained messages "
+                "are sent without the retain flag");
     {
       std::lock_guard lock(status_mutex);
       inflight_limit = window;
@@ -597,6 +634,7 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       if (c->closed) break;
       const auto now = Clock::now();
       if (c->ping_outstanding && now - c->ping_sent >= c->keep_alive) {
+        c->went_silent = true;
         fail_attempt(c, fmt::format("the cloud did not answer a keep-alive ping within {} s",
                                     c->keep_alive.count()));
         close_connection(c);
@@ -643,6 +681,63 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     if (!to_ack.empty()) spool.ack(std::exchange(to_ack, {}));
   }
 
+  // Reasons a cloud gives in DISCONNECT that say nothing about the messages sent.
+  static bool about_the_connection(std::uint8_t reason) {
+    switch (reason) {
+      case 0x00: case 0x89: case 0x8B: case 0x8D: case 0x8E: case 0x98: case 0x9C: case 0x9D: case 0x9F: case 0xA0:
+        return true;
+      default: return false;
+    }
+  }
+
+  void end_probing() {
+    probing = false;
+    short_drops = 0;
+    probe_suspect = 0;
+    probe_suspect_drops = 0;
+    probe_acks = 0;
+    probe_timer.cancel();
+  }
+
+  // A connection the cloud accepted has ended: was a message the cause? (kDropsBeforeProbing)
+  void after_drop(const Connection& c, bool was_stable) {
+    const bool suspect = !stopping && !was_stable && !inflight.empty() && !c.went_silent &&
+                         !(c.disconnect_reason && about_the_connection(*c.disconnect_reason)) &&
+                         (!probing || Clock::now() - probe_sent < kProbeAnswer);
+    if (!suspect) {
+      if (probing) log->info("the cloud closed the connection with nothing in flight; no message is suspected");
+      end_probing();
+      return;
+    }
+    if (!probing) {
+      if (++short_drops < kDropsBeforeProbing) return;
+      probing = true;
+      probe_suspect = 0;
+      probe_suspect_drops = 0;
+      probe_acks = 0;
+      log->warn("the cloud closed the connection {} times in a row soon after messages were sent ({}); sending one "
+                "message at a time to find one it refuses",
+                short_drops, c.failure);
+      return;
+    }
+    const std::int64_t id = *inflight.begin();  // probing: the one in flight
+    if (id != probe_suspect) {
+      probe_suspect = id;
+      probe_suspect_drops = 0;
+    }
+    if (++probe_suspect_drops < kProbeDropsToHold) return;
+    held.emplace(id, probe_what);
+    {
+      std::lock_guard lock(status_mutex);
+      held_ids.push_back(id);
+    }
+    log->error("message {} was in flight alone each of the {} times the cloud closed the connection ({}); the cloud "
+               "does not take it. It is held: kept in the spool, not sent again until canopyd restarts, so that the "
+               "messages after it flow. Check the cloud's policy and limits for it",
+               probe_what, kProbeDropsToHold, c.failure);
+    end_probing();
+  }
+
   // ------------------------------------------------------------------------------ uplink
 
   void reset_uplink() {
@@ -661,6 +756,13 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
   void on_connected(const std::shared_ptr<Connection>& c) {
     reset_uplink();
     c->session_ready = true;
+    if (probing) {
+      probe_from = Clock::now() + kProbeQuiet;
+      probe_timer.expires_at(probe_from);
+      probe_timer.async_wait([self = shared_from_this()](error_code ec) {
+        if (!ec) self->pump();
+      });
+    }
     if (options.live_share_percent > 0) {
       // What is stored now is the backlog; anything newer may take the live lane. The backlog
       // lane waits for the answer, so that it does not run past the backlog's end meanwhile.
@@ -764,14 +866,16 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
 
   // Writes rows from the lanes within the in-flight window and the publish rate.
   void send_ready() {
-    if (inflight.size() >= window) return;
+    const std::size_t limit = probing ? 1 : window;
+    if (inflight.size() >= limit) return;
+    if (probing && Clock::now() < probe_from) return;  // the probe timer pumps again
     // While more rows wait than the window has room for, refill it a batch at a time (a
     // quarter of the window, at most 32) rather than a row or two per PUBACK read: one TLS
     // write per batch. Measured in bench/bridge_compare.sh: fewer system calls per message on
     // this thread. Rows that all fit go out at once, so a quiet link adds no delay.
-    const std::size_t room = window - inflight.size();
+    const std::size_t room = limit - inflight.size();
     const std::size_t waiting = backlog.ready.size() + (live_active ? live.ready.size() : 0);
-    if (room < std::clamp<std::size_t>(window / 4, 1, 32) && waiting > room) return;
+    if (room < std::clamp<std::size_t>(limit / 4, 1, 32) && waiting > room) return;
     if (options.max_publish_rate > 0) {
       const auto now = Clock::now();
       tokens = std::min(options.max_publish_rate,
@@ -780,7 +884,7 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     }
     std::vector<std::int64_t> sent;
     const auto now_ms = unix_ms();
-    while (inflight.size() < window) {
+    while (inflight.size() < limit) {
       const bool b = !backlog.ready.empty();
       const bool l = live_active && !live.ready.empty();
       Lane* lane = nullptr;
@@ -805,6 +909,26 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       }
       auto& row = lane->ready.front();
       auto& m = row.message;
+      if (held.count(row.id) || (m.qos > 0 && !conn->qos1_ok)) {
+        // Held (see kDropsBeforeProbing), or QoS 1 to a cloud that takes only QoS 0: it stays
+        // in the spool and is not sent on this connection.
+        if (!held.count(row.id) && !conn->qos_warned) {
+          conn->qos_warned = true;
+          log->warn("topic={} id={} not sent: the cloud accepts only QoS 0; this and the other QoS 1 messages stay in "
+                    "the spool",
+                    m.topic, row.id);
+        }
+        if (lane == &backlog) backlog_sent_upto = row.id;
+        lane->ready.pop_front();
+        continue;
+      }
+      const bool retain = m.retain && conn->retain_ok;
+      if (m.retain && !retain && !conn->retain_warned) {
+        conn->retain_warned = true;
+        log->warn("topic={} id={} sent without the retain flag: the cloud does not keep retained messages (logged "
+                  "once per connection)",
+                  m.topic, row.id);
+      }
       const std::size_t before = conn->out.size();
       const auto qos = static_cast<std::uint8_t>(m.qos > 0 ? 1 : 0);
       const std::uint16_t pid = qos > 0 ? next_packet_id(conn) : 0;
@@ -813,9 +937,9 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
         if (row.expires_unix_ms > 0)
           left = static_cast<std::uint32_t>(std::max<std::int64_t>(1, (row.expires_unix_ms - now_ms + 999) / 1000));
         const auto props = to_mqtt_properties(m.properties_json, left);
-        mqtt::encode_publish(conn->out, version, m.topic, m.payload, qos, m.retain, false, pid, &props);
+        mqtt::encode_publish(conn->out, version, m.topic, m.payload, qos, retain, false, pid, &props);
       } else {
-        mqtt::encode_publish(conn->out, version, m.topic, m.payload, qos, m.retain, false, pid);
+        mqtt::encode_publish(conn->out, version, m.topic, m.payload, qos, retain, false, pid);
       }
       if (const std::size_t size = conn->out.size() - before; size > conn->max_packet) {
         // The cloud announced a smaller Maximum Packet Size; sending it would end the
@@ -834,6 +958,10 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       } else {
         conn->publishes[pid] = row.id;
         inflight.insert(row.id);
+        if (probing) probe_sent = Clock::now();
+        if (probing)
+          probe_what = fmt::format("topic={} id={} ({} bytes{})", m.topic, row.id, m.payload.size(),
+                                   m.retain ? ", retained" : "");
       }
       sent.push_back(row.id);
       ++lane->sends;
@@ -920,6 +1048,12 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
     if (!conn || conn->gen != g) return;  // an old connection: the row is sent again anyway
     if (inflight.erase(id) == 0) return;
     if (ok) {
+      if (probing && ++probe_acks >= std::max<std::size_t>(2 * window, 20)) {
+        log->info("the cloud took {} messages one at a time without closing the connection; sending up to {} at a "
+                  "time again",
+                  probe_acks, window);
+        end_probing();
+      }
       to_ack.push_back(id);
       if (to_ack.size() >= 64 || inflight.empty()) spool.ack(std::exchange(to_ack, {}));
     } else if (connected()) {
@@ -1041,9 +1175,11 @@ void Link::publish_direct(spool::Message message, std::function<void(bool)> done
     const std::size_t before = c->out.size();
     if (impl->version == mqtt::Version::v5 && (message.expiry_seconds > 0 || !message.properties_json.empty())) {
       const auto props = to_mqtt_properties(message.properties_json, message.expiry_seconds);
-      mqtt::encode_publish(c->out, impl->version, message.topic, message.payload, 0, message.retain, false, 0, &props);
+      mqtt::encode_publish(c->out, impl->version, message.topic, message.payload, 0, message.retain && c->retain_ok,
+                           false, 0, &props);
     } else {
-      mqtt::encode_publish(c->out, impl->version, message.topic, message.payload, 0, message.retain, false, 0);
+      mqtt::encode_publish(c->out, impl->version, message.topic, message.payload, 0, message.retain && c->retain_ok,
+                           false, 0);
     }
     if (c->out.size() - before > c->max_packet) {
       // Over the cloud's Maximum Packet Size: not sent (the cloud would drop the connection);
@@ -1120,6 +1256,7 @@ nlohmann::json Link::status() const {
       {"inflightLimit", i.inflight_limit},
       {"sentInOrder", i.backlog_sends},
       {"sentInterleaved", i.live_sends},
+      {"held", i.held_ids},
   };
   if (!i.last_error.empty()) j["lastError"] = i.last_error;
   if (i.state_value == LinkState::waiting) j["nextAttemptUnixMs"] = i.next_attempt_ms;

@@ -502,6 +502,101 @@ TEST(CloudMqtt, AMessageOverTheCloudsMaximumPacketSizeWaitsAndTheRestFlow) {
   EXPECT_EQ(status(d)["cloud"]["connects"], 1);
 }
 
+// MQTT 5 CONNACK capabilities: Retain Available 0 and Maximum QoS 0 are honoured, so the cloud
+// never has a reason to drop the connection over them.
+TEST(CloudMqtt, ACloudWithoutRetainGetsRetainedMessagesWithoutTheFlag) {
+  TempDir dir;
+  CloudBroker cloud(dir.path(), "server", "retain_available false\n");
+  auto watcher = cloud.client("watcher");
+  ASSERT_TRUE(watcher->subscribe("tele/#", 1));
+  Canopyd d(dir.path(), with(cloud.config_for(cloud.broker.port())));
+  ASSERT_TRUE(d.wait_ready());
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }));
+  auto c = ipc_connect(d);
+  ASSERT_TRUE(c);
+  auto retained = publish_request("tele/r", "kept?");
+  retained["retain"] = true;
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", retained));
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/n", "next")));
+  ASSERT_TRUE(watcher->wait_for(2, 20s)) << watcher->count();
+  EXPECT_EQ(watcher->messages()[0].payload, "kept?");
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return s["spool"]["queued"] == 0; }));
+  EXPECT_EQ(status(d)["cloud"]["connects"], 1) << "the cloud must not have dropped the connection";
+  EXPECT_THAT(d.logs(), HasSubstr("sent without the retain flag: the cloud does not keep retained messages"));
+}
+
+TEST(CloudMqtt, ACloudThatTakesOnlyQos0GetsQos0AndQos1Waits) {
+  TempDir dir;
+  CloudBroker cloud(dir.path(), "server", "max_qos 0\n");
+  auto watcher = cloud.client("watcher");
+  ASSERT_TRUE(watcher->subscribe("tele/#", 0));
+  Canopyd d(dir.path(), with(cloud.config_for(cloud.broker.port())));
+  ASSERT_TRUE(d.wait_ready());
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }));
+  auto c = ipc_connect(d);
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/q1", "at least once", 1)));
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/q0", "at most once", 0)));
+  ASSERT_TRUE(watcher->wait_for(1, 20s));
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return s["spool"]["delivered"] == 1; }))
+      << status(d).dump();
+  EXPECT_EQ(watcher->messages()[0].payload, "at most once");
+  EXPECT_EQ(status(d)["spool"]["queued"], 1) << "the QoS 1 message waits in the spool";
+  EXPECT_EQ(status(d)["cloud"]["connects"], 1) << "the cloud must not have dropped the connection";
+  EXPECT_THAT(d.logs(), HasSubstr("the cloud accepts only QoS 0"));
+  EXPECT_EQ(watcher->count(), 1u);
+}
+
+// MQTT 3.1.1 has no way to refuse one message but to close the connection (Mosquitto does so
+// for a retained message when retain_available is false; AWS IoT for a topic the policy does
+// not allow). Without care that message is sent again after each reconnect, forever, and the
+// ones behind it wait. The link finds it, holds it in the spool, and the rest flow.
+TEST(CloudMqtt, AMessageTheCloudDropsTheConnectionForIsHeldAndTheRestFlow) {
+  TempDir dir;
+  CloudBroker cloud(dir.path(), "server", "retain_available false\n");
+  auto watcher = cloud.client("watcher");
+  ASSERT_TRUE(watcher->subscribe("tele/#", 1));
+  auto cfg = cloud.config_for(cloud.broker.port());
+  cfg.mqtt_yaml = "        version: \"3.1.1\"\n";
+  Canopyd d(dir.path(), with(cfg));
+  ASSERT_TRUE(d.wait_ready());
+  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }));
+  auto c = ipc_connect(d);
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "before")));
+  ASSERT_TRUE(watcher->wait_for(1, 20s));
+  auto poison = publish_request("tele/p", "retained");
+  poison["retain"] = true;
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", poison));
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/b", "after " + std::to_string(i))));
+  ASSERT_TRUE(wait_status(
+      d, [](const nlohmann::json& s) { return s["cloud"]["held"].size() == 1 && s["spool"]["queued"] == 1; }, 90s))
+      << status(d).dump() << "\n" << d.logs();
+  // Every message but the held one arrived, in order, after it was held.
+  std::vector<std::string> after;
+  for (const auto& m : watcher->messages())
+    if (m.topic == "tele/b" && (after.empty() || after.back() != m.payload)) after.push_back(m.payload);
+  std::vector<std::string> want;
+  for (int i = 0; i < 5; ++i) want.push_back("after " + std::to_string(i));
+  EXPECT_EQ(after, want);
+  for (const auto& m : watcher->messages()) EXPECT_NE(m.topic, "tele/p");
+  const auto logs = d.logs();
+  EXPECT_THAT(logs, HasSubstr("sending one message at a time to find one it refuses"));
+  EXPECT_THAT(logs, HasSubstr("topic=tele/p"));
+  EXPECT_THAT(logs, HasSubstr("It is held: kept in the spool, not sent again until canopyd restarts"));
+  const auto human = run_command({canopy_cli_path().string(), "--root", d.root().string(), "status"});
+  EXPECT_THAT(human.output, HasSubstr("held: 1 message(s) the cloud closed the connection for"));
+  // Held, not lost: the row is still in the spool, and the link stays up.
+  const auto connects = status(d)["cloud"]["connects"].get<int>();
+  const auto seen = watcher->count();
+  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/b", "later")));
+  ASSERT_TRUE(watcher->wait_for(seen + 1, 20s));
+  EXPECT_EQ(watcher->messages().back().payload, "later");
+  EXPECT_EQ(status(d)["cloud"]["connects"], connects);
+  EXPECT_TRUE(wait_status(d, [](const nlohmann::json& s) { return s["spool"]["queued"] == 1; })) << status(d).dump();
+}
+
 // A cloud that stops answering without closing (a half-open connection): the keep-alive ping
 // finds it, the link says so and reconnects once the cloud answers again.
 TEST(CloudMqtt, AFrozenCloudIsFoundByTheKeepAliveAndTheLinkReconnects) {
