@@ -45,7 +45,10 @@ wait_bridge mosq-edge 30
 echo "== local broker -> cloud bridge: N=$N, QoS 1, 256 B, publisher window $WINDOW; cloud 127.0.0.1:$CLOUD (TLS, require_certificate); canopy local broker :$PA, mosquitto edge :$PB =="
 # CPU time (user + system, clock ticks) of a process so far.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-A0=$(ticks "$PID_A"); C0=$(ticks "$CANOPYD_PID"); B0=$(ticks "$PID_B")
+# Per thread of canopyd (named spool, cloud-link; the main thread runs IPC and the bridge's
+# local MQTT client), as "name ticks" lines.
+thread_ticks() { for t in /proc/"$1"/task/*; do awk '{ sub(/^[0-9]+ \(/, ""); n = $0; sub(/\).*/, "", n); sub(/^[^)]*\) /, ""); print n, $12 + $13 }' "$t/stat"; done | sort; }
+A0=$(ticks "$PID_A"); C0=$(ticks "$CANOPYD_PID"); B0=$(ticks "$PID_B"); TT0=$(thread_ticks "$CANOPYD_PID")
 echo "+ $BENCH compare $CLOUD $T/pki $N $WINDOW $RATE canopy=$PA mosquitto=$PB"
 "$BENCH" compare "$CLOUD" "$T/pki" "$N" "$WINDOW" "$RATE" "canopy=$PA" "mosquitto=$PB"
 # Each candidate's own processes work only during its own run: their CPU per message is what
@@ -54,6 +57,10 @@ HZ=$(getconf CLK_TCK)
 us_per_msg() { awk -v t="$1" -v hz="$HZ" -v n="$N" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }'; }
 A1=$(ticks "$PID_A"); C1=$(ticks "$CANOPYD_PID"); B1=$(ticks "$PID_B")
 echo "CPU per message: canopy = canopyd $(us_per_msg $((C1 - C0))) us + its local broker $(us_per_msg $((A1 - A0))) us; mosquitto = its bridging broker $(us_per_msg $((B1 - B0))) us (clock ticks of $HZ Hz)"
+TT1=$(thread_ticks "$CANOPYD_PID")
+echo "canopyd per thread: $(join <(echo "$TT0" | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort) \
+  <(echo "$TT1" | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort) |
+  while read -r name t0 t1; do [ "$t1" -gt "$t0" ] && printf '%s %s us, ' "$name" "$(us_per_msg $((t1 - t0)))"; done | sed 's/, $//')"
 echo "canopyd: $(bridge_status)"
 echo "canopyd VmHWM $(awk '/VmHWM/{print $2, $3}' /proc/$CANOPYD_PID/status)"
 grep -h "dropped" "$T"/*/mosquitto.log "$T/broker/mosquitto.log" 2>/dev/null | sed 's/^/broker log: /' || true

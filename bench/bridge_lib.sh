@@ -70,12 +70,14 @@ wait_bridge() {
 # canopy_bridge_config CLOUD_PORT LOCAL_PORT: canopyd's configuration (write_config of
 # cloud_lib.sh) plus canopy.MqttBridge (bench/# LocalMqtt -> IotCore from mqtt://127.0.0.1:LOCAL_PORT)
 # with its managed broker disabled. Cloud: maxPublishRate 0, maxInflight 100, reconnect backoff
-# 100 ms .. 2 s; spool durability full.
+# 100 ms .. 2 s; spool durability full (env SPOOL_DURABILITY), group commit interval 2 ms (env
+# SPOOL_GROUP_COMMIT_MS, canopyd's default).
 canopy_bridge_config() {
   write_config "$1" "$T/pki/client.key" "        maxPublishRate: 0
         maxInflight: 100
         reconnectBaseMs: 100
-        reconnectMaxMs: 2000" "        durability: ${SPOOL_DURABILITY:-full}"
+        reconnectMaxMs: 2000" "        durability: ${SPOOL_DURABILITY:-full}
+        groupCommitIntervalMs: ${SPOOL_GROUP_COMMIT_MS:-2}"
   cat >> "$T/config.yaml" <<YAML
   canopy.LocalBroker:
     configuration:
