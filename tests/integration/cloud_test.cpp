@@ -4,6 +4,7 @@
 #include <atomic>
 #include <csignal>
 #include <fstream>
+#include <functional>
 
 #include <gmock/gmock.h>
 
@@ -19,6 +20,39 @@ using ::testing::HasSubstr;
 Canopyd::Options with(const CloudConfig& c) {
   return {.config_yaml = yaml(c), .extra_args = {}, .env = {}, .foreground = true, .notify = true};
 }
+
+// The usual scene of a test of how the link meets a cloud: the cloud Mosquitto with
+// `extra_config`, a watcher on tele/#, canopyd configured against the cloud (`edit` may change
+// that configuration first) and connected, an IPC publisher.
+struct CloudScene {
+  explicit CloudScene(const std::string& extra_config, int watch_qos = 1,
+                      const std::function<void(CloudConfig&)>& edit = {})
+      : cloud(dir.path(), "server", extra_config), watcher(cloud.client("watcher")) {
+    watch_ok = watcher->subscribe("tele/#", watch_qos);
+    auto cfg = cloud.config_for(cloud.broker.port());
+    if (edit) edit(cfg);
+    d.emplace(dir.path(), with(cfg));
+  }
+  ::testing::AssertionResult start() {
+    if (!watch_ok) return ::testing::AssertionFailure() << "the watcher could not subscribe";
+    if (!d->wait_ready()) return ::testing::AssertionFailure() << "canopyd did not start";
+    if (!wait_status(*d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }))
+      return ::testing::AssertionFailure() << "canopyd did not connect to the cloud: " << status(*d).dump();
+    ipc = ipc_connect(*d);
+    if (!ipc) return ::testing::AssertionFailure() << "no IPC connection";
+    return ::testing::AssertionSuccess();
+  }
+  bool publish(const nlohmann::json& request) {
+    return static_cast<bool>(ipc->call("aws.greengrass#PublishToIoTCore", request));
+  }
+
+  TempDir dir;
+  CloudBroker cloud;
+  std::unique_ptr<MqttClient> watcher;
+  bool watch_ok = false;
+  std::optional<Canopyd> d;
+  std::unique_ptr<ipc::Client> ipc;
+};
 
 TEST(CloudLink, PublishesThroughTheSpoolAndReceivesCloudSubscriptions) {
   TempDir dir;
@@ -472,24 +506,17 @@ TEST(CloudMqtt, ACloudThatRefusesTheConnectionIsNamedAndTheMessageWaits) {
 // (the cloud would drop the connection for it), it stays in the spool with a log line naming
 // it, and the messages after it flow.
 TEST(CloudMqtt, AMessageOverTheCloudsMaximumPacketSizeWaitsAndTheRestFlow) {
-  TempDir dir;
-  CloudBroker cloud(dir.path(), "server", "max_packet_size 2000\n");
-  auto watcher = cloud.client("watcher");
-  ASSERT_TRUE(watcher->subscribe("tele/#", 1));
-  auto cfg = cloud.config_for(cloud.broker.port());
-  cfg.spooler_yaml = "        qos0BypassSpool: true\n";
-  Canopyd d(dir.path(), with(cfg));
-  ASSERT_TRUE(d.wait_ready());
-  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }));
-  auto c = ipc_connect(d);
-  ASSERT_TRUE(c);
-  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "before")));
-  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/big", std::string(3000, 'b'))));
-  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/c", "after")));
+  CloudScene scene("max_packet_size 2000\n", 1, [](CloudConfig& c) { c.spooler_yaml = "        qos0BypassSpool: true\n"; });
+  ASSERT_TRUE(scene.start());
+  auto& d = *scene.d;
+  auto& watcher = scene.watcher;
+  ASSERT_TRUE(scene.publish(publish_request("tele/a", "before")));
+  ASSERT_TRUE(scene.publish(publish_request("tele/big", std::string(3000, 'b'))));
+  ASSERT_TRUE(scene.publish(publish_request("tele/c", "after")));
   ASSERT_TRUE(watcher->wait_for(2, 20s)) << watcher->count();
   // QoS 0 that would bypass the spool: too large, so it is spooled instead (and waits there too).
-  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/big0", std::string(3000, 'z'), 0)));
-  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/d", "direct", 0)));
+  ASSERT_TRUE(scene.publish(publish_request("tele/big0", std::string(3000, 'z'), 0)));
+  ASSERT_TRUE(scene.publish(publish_request("tele/d", "direct", 0)));
   ASSERT_TRUE(watcher->wait_for(3, 20s)) << watcher->count();
   const auto got = watcher->messages();
   EXPECT_EQ(got[0].payload, "before");
@@ -505,19 +532,14 @@ TEST(CloudMqtt, AMessageOverTheCloudsMaximumPacketSizeWaitsAndTheRestFlow) {
 // MQTT 5 CONNACK capabilities: Retain Available 0 and Maximum QoS 0 are honoured, so the cloud
 // never has a reason to drop the connection over them.
 TEST(CloudMqtt, ACloudWithoutRetainGetsRetainedMessagesWithoutTheFlag) {
-  TempDir dir;
-  CloudBroker cloud(dir.path(), "server", "retain_available false\n");
-  auto watcher = cloud.client("watcher");
-  ASSERT_TRUE(watcher->subscribe("tele/#", 1));
-  Canopyd d(dir.path(), with(cloud.config_for(cloud.broker.port())));
-  ASSERT_TRUE(d.wait_ready());
-  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }));
-  auto c = ipc_connect(d);
-  ASSERT_TRUE(c);
+  CloudScene scene("retain_available false\n");
+  ASSERT_TRUE(scene.start());
+  auto& d = *scene.d;
+  auto& watcher = scene.watcher;
   auto retained = publish_request("tele/r", "kept?");
   retained["retain"] = true;
-  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", retained));
-  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/n", "next")));
+  ASSERT_TRUE(scene.publish(retained));
+  ASSERT_TRUE(scene.publish(publish_request("tele/n", "next")));
   ASSERT_TRUE(watcher->wait_for(2, 20s)) << watcher->count();
   EXPECT_EQ(watcher->messages()[0].payload, "kept?");
   ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return s["spool"]["queued"] == 0; }));
@@ -526,17 +548,12 @@ TEST(CloudMqtt, ACloudWithoutRetainGetsRetainedMessagesWithoutTheFlag) {
 }
 
 TEST(CloudMqtt, ACloudThatTakesOnlyQos0GetsQos0AndQos1Waits) {
-  TempDir dir;
-  CloudBroker cloud(dir.path(), "server", "max_qos 0\n");
-  auto watcher = cloud.client("watcher");
-  ASSERT_TRUE(watcher->subscribe("tele/#", 0));
-  Canopyd d(dir.path(), with(cloud.config_for(cloud.broker.port())));
-  ASSERT_TRUE(d.wait_ready());
-  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }));
-  auto c = ipc_connect(d);
-  ASSERT_TRUE(c);
-  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/q1", "at least once", 1)));
-  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/q0", "at most once", 0)));
+  CloudScene scene("max_qos 0\n", 0);
+  ASSERT_TRUE(scene.start());
+  auto& d = *scene.d;
+  auto& watcher = scene.watcher;
+  ASSERT_TRUE(scene.publish(publish_request("tele/q1", "at least once", 1)));
+  ASSERT_TRUE(scene.publish(publish_request("tele/q0", "at most once", 0)));
   ASSERT_TRUE(watcher->wait_for(1, 20s));
   ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return s["spool"]["delivered"] == 1; }))
       << status(d).dump();
@@ -552,24 +569,16 @@ TEST(CloudMqtt, ACloudThatTakesOnlyQos0GetsQos0AndQos1Waits) {
 // not allow). Without care that message is sent again after each reconnect, forever, and the
 // ones behind it wait. The link finds it, holds it in the spool, and the rest flow.
 TEST(CloudMqtt, AMessageTheCloudDropsTheConnectionForIsHeldAndTheRestFlow) {
-  TempDir dir;
-  CloudBroker cloud(dir.path(), "server", "retain_available false\n");
-  auto watcher = cloud.client("watcher");
-  ASSERT_TRUE(watcher->subscribe("tele/#", 1));
-  auto cfg = cloud.config_for(cloud.broker.port());
-  cfg.mqtt_yaml = "        version: \"3.1.1\"\n";
-  Canopyd d(dir.path(), with(cfg));
-  ASSERT_TRUE(d.wait_ready());
-  ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return cloud_state_is(s, "connected"); }));
-  auto c = ipc_connect(d);
-  ASSERT_TRUE(c);
-  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/a", "before")));
+  CloudScene scene("retain_available false\n", 1, [](CloudConfig& c) { c.mqtt_yaml = "        version: \"3.1.1\"\n"; });
+  ASSERT_TRUE(scene.start());
+  auto& d = *scene.d;
+  auto& watcher = scene.watcher;
+  ASSERT_TRUE(scene.publish(publish_request("tele/a", "before")));
   ASSERT_TRUE(watcher->wait_for(1, 20s));
   auto poison = publish_request("tele/p", "retained");
   poison["retain"] = true;
-  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", poison));
-  for (int i = 0; i < 5; ++i)
-    ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/b", "after " + std::to_string(i))));
+  ASSERT_TRUE(scene.publish(poison));
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(scene.publish(publish_request("tele/b", "after " + std::to_string(i))));
   ASSERT_TRUE(wait_status(
       d, [](const nlohmann::json& s) { return s["cloud"]["held"].size() == 1 && s["spool"]["queued"] == 1; }, 90s))
       << status(d).dump() << "\n" << d.logs();
@@ -590,7 +599,7 @@ TEST(CloudMqtt, AMessageTheCloudDropsTheConnectionForIsHeldAndTheRestFlow) {
   // Held, not lost: the row is still in the spool, and the link stays up.
   const auto connects = status(d)["cloud"]["connects"].get<int>();
   const auto seen = watcher->count();
-  ASSERT_TRUE(c->call("aws.greengrass#PublishToIoTCore", publish_request("tele/b", "later")));
+  ASSERT_TRUE(scene.publish(publish_request("tele/b", "later")));
   ASSERT_TRUE(watcher->wait_for(seen + 1, 20s));
   EXPECT_EQ(watcher->messages().back().payload, "later");
   EXPECT_EQ(status(d)["cloud"]["connects"], connects);
