@@ -6,8 +6,8 @@
 #include <atomic>
 #include <deque>
 #include <map>
-#include <optional>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <unordered_map>
@@ -192,9 +192,8 @@ struct Connection {
 
 struct Link::Impl : std::enable_shared_from_this<Impl> {
   Impl(net::any_io_executor ex, LinkOptions o, spool::Spool& s)
-      : strand(net::make_strand(ex)), options(std::move(o)), spool(s), backoff_timer(strand), rate_timer(strand), probe_timer(strand),
-        refill_timer(strand),
-        log(log::get("cloud")), rng(std::random_device{}()) {
+      : strand(net::make_strand(ex)), options(std::move(o)), spool(s), backoff_timer(strand), rate_timer(strand),
+        probe_timer(strand), refill_timer(strand), log(log::get("cloud")), rng(std::random_device{}()) {
     version = options.mqtt_version == 5 ? mqtt::Version::v5 : mqtt::Version::v311;
   }
 
@@ -710,7 +709,10 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
                          !(c.disconnect_reason && about_the_connection(*c.disconnect_reason)) &&
                          (!probing || Clock::now() - probe_sent < kProbeAnswer);
     if (!suspect) {
-      if (probing) log->info("the cloud closed the connection with nothing in flight; no message is suspected");
+      if (probing)
+        log->info("the last connection ended for a reason that is not about a message ({}); no message is suspected, "
+                  "sending up to {} at a time again",
+                  c.failure.empty() ? "it stayed up" : c.failure, window);
       end_probing();
       return;
     }
@@ -977,10 +979,11 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       } else {
         conn->publishes[pid] = row.id;
         inflight.insert(row.id);
-        if (probing) probe_sent = Clock::now();
-        if (probing)
+        if (probing) {
+          probe_sent = Clock::now();
           probe_what = fmt::format("topic={} id={} ({} bytes{})", m.topic, row.id, m.payload.size(),
                                    m.retain ? ", retained" : "");
+        }
       }
       sent.push_back(row.id);
       ++lane->sends;
