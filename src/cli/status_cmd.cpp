@@ -45,7 +45,7 @@ void print_cloud(const nlohmann::json& s) {
         std::string ids;
         for (const auto& id : *h) ids += (ids.empty() ? "" : ", ") + id.dump();
         std::cout << fmt::format("                held: {} message(s) the cloud closed the connection for (spool id "
-                                 "{}); kept in the spool, sent again after canopyd restarts; see the cloud log\n",
+                                 "{}); kept in the spool until canopyd restarts or canopy cloud release-held\n",
                                  h->size(), ids);
       }
       if (c.contains("key")) std::cout << fmt::format("device key      {}\n", c.value("key", ""));
@@ -195,11 +195,40 @@ struct ConfigArgs {
 
 }  // namespace
 
+namespace {
+
+int cmd_cloud_release_held(const Globals& g) {
+  auto r = call(g, "canopy#ReleaseHeldMessages", nlohmann::json::object());
+  if (!r) return fail(r.error().message);
+  if (g.json) return print_json(*r);
+  const auto n = r->value("released", std::uint64_t{0});
+  if (n == 0)
+    std::cout << "No message is held; nothing was changed.\n";
+  else
+    std::cout << fmt::format("Released {} held message(s). The cloud link reconnects and sends the spool again from "
+                             "its oldest message; if the cloud still refuses one, it is held again within seconds "
+                             "(see canopy status).\n",
+                             n);
+  return kExitOk;
+}
+
+}  // namespace
+
 void add_status_commands(CLI::App& app, Globals& g, Action& action) {
   auto* status = app.add_subcommand(
       "status", "Show canopyd's version and uptime, IPC and pub/sub counters, components, the cloud link and the spool");
   status->add_flag("--json", g.json, "Print JSON instead of a table");
   status->callback([&] { action = [&g] { return cmd_status(g); }; });
+
+  auto* cloud = app.add_subcommand("cloud", "Act on the cloud link");
+  cloud->require_subcommand(1);
+  auto* release = cloud->add_subcommand(
+      "release-held",
+      "Send again the messages the cloud link held because the cloud closed the connection for them (canopy status "
+      "lists them): the link reconnects and sends the spool from its oldest message. Use it once the cause (a policy, "
+      "a limit) is fixed; otherwise a restart of canopyd does the same");
+  release->add_flag("--json", g.json, "Print the answer as JSON");
+  release->callback([&] { action = [&g] { return cmd_cloud_release_held(g); }; });
 
   auto* config = app.add_subcommand("config", "Read or change a component's configuration");
   config->require_subcommand(1);

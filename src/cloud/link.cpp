@@ -188,6 +188,7 @@ struct Connection {
   bool retain_warned = false, qos_warned = false;  // one line per connection for each
   std::optional<std::uint8_t> disconnect_reason;   // from the cloud's DISCONNECT (MQTT 5)
   bool went_silent = false;                        // ended by the keep-alive: not a refusal
+  bool released = false;                           // closed by release_held(): not a refusal
 };
 
 struct Link::Impl : std::enable_shared_from_this<Impl> {
@@ -705,7 +706,7 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
 
   // A connection the cloud accepted has ended: was a message the cause? (kDropsBeforeProbing)
   void after_drop(const Connection& c, bool was_stable) {
-    const bool suspect = !stopping && !was_stable && !inflight.empty() && !c.went_silent &&
+    const bool suspect = !stopping && !was_stable && !inflight.empty() && !c.went_silent && !c.released &&
                          !(c.disconnect_reason && about_the_connection(*c.disconnect_reason)) &&
                          (!probing || Clock::now() - probe_sent < kProbeAnswer);
     if (!suspect) {
@@ -739,8 +740,9 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       held_ids.push_back(id);
     }
     log->error("message {} was in flight alone each of the {} times the cloud closed the connection ({}); the cloud "
-               "does not take it. It is held: kept in the spool, not sent again until canopyd restarts, so that the "
-               "messages after it flow. Check the cloud's policy and limits for it",
+               "does not take it. It is held: kept in the spool, not sent again until canopyd restarts or an operator runs "
+               "canopy cloud release-held, so that the messages after it flow. Check the cloud's policy and limits "
+               "for it",
                probe_what, kProbeDropsToHold, c.failure);
     end_probing();
   }
@@ -1211,6 +1213,31 @@ void Link::publish_direct(spool::Message message, std::function<void(bool)> done
     }
     impl->flush(c);
     done(true);
+  });
+}
+
+void Link::release_held(std::function<void(std::size_t)> done) {
+  auto impl = impl_;
+  net::post(impl->strand, [impl, done = std::move(done)] {
+    const std::size_t n = impl->held.size();
+    if (n == 0) return done(0);
+    std::string what;
+    for (const auto& [id, row] : impl->held) what += (what.empty() ? "" : "; ") + row;
+    impl->held.clear();
+    {
+      std::lock_guard lock(impl->status_mutex);
+      impl->held_ids.clear();
+    }
+    impl->end_probing();
+    impl->log->info("released {} held message(s) ({}) on an operator's request; reconnecting so that the spool is "
+                    "sent again from its oldest message",
+                    n, what);
+    if (auto& c = impl->conn; c && !c->closed) {
+      c->released = true;
+      impl->fail_attempt(c, "reconnecting to send released messages again");
+      impl->close_connection(c);
+    }
+    done(n);
   });
 }
 

@@ -296,6 +296,9 @@ class Daemon {
           std::move(on_refused));
     };
     ctx_->iot_core.unsubscribe = [this](std::uint64_t id) { link_->unsubscribe(id); };
+    ctx_->iot_core.release_held = [this](std::function<void(std::size_t)> done) {
+      link_->release_held(std::move(done));
+    };
     link_->start();
     return ok();
   }

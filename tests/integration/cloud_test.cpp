@@ -545,6 +545,11 @@ TEST(CloudMqtt, ACloudWithoutRetainGetsRetainedMessagesWithoutTheFlag) {
   ASSERT_TRUE(wait_status(d, [](const nlohmann::json& s) { return s["spool"]["queued"] == 0; }));
   EXPECT_EQ(status(d)["cloud"]["connects"], 1) << "the cloud must not have dropped the connection";
   EXPECT_THAT(d.logs(), HasSubstr("sent without the retain flag: the cloud does not keep retained messages"));
+  // Nothing is held: releasing says so and changes nothing (no reconnect).
+  const auto released = run_command({canopy_cli_path().string(), "--root", d.root().string(), "cloud", "release-held"});
+  EXPECT_EQ(released.exit_code, 0) << released.output;
+  EXPECT_THAT(released.output, HasSubstr("No message is held; nothing was changed."));
+  EXPECT_EQ(status(d)["cloud"]["connects"], 1);
 }
 
 TEST(CloudMqtt, ACloudThatTakesOnlyQos0GetsQos0AndQos1Waits) {
@@ -593,7 +598,8 @@ TEST(CloudMqtt, AMessageTheCloudDropsTheConnectionForIsHeldAndTheRestFlow) {
   const auto logs = d.logs();
   EXPECT_THAT(logs, HasSubstr("sending one message at a time to find one it refuses"));
   EXPECT_THAT(logs, HasSubstr("topic=tele/p"));
-  EXPECT_THAT(logs, HasSubstr("It is held: kept in the spool, not sent again until canopyd restarts"));
+  EXPECT_THAT(logs, HasSubstr("It is held: kept in the spool, not sent again until canopyd restarts or an operator "
+                              "runs canopy cloud release-held"));
   const auto human = run_command({canopy_cli_path().string(), "--root", d.root().string(), "status"});
   EXPECT_THAT(human.output, HasSubstr("held: 1 message(s) the cloud closed the connection for"));
   // Held, not lost: the row is still in the spool, and the link stays up.
@@ -604,6 +610,21 @@ TEST(CloudMqtt, AMessageTheCloudDropsTheConnectionForIsHeldAndTheRestFlow) {
   EXPECT_EQ(watcher->messages().back().payload, "later");
   EXPECT_EQ(status(d)["cloud"]["connects"], connects);
   EXPECT_TRUE(wait_status(d, [](const nlohmann::json& s) { return s["spool"]["queued"] == 1; })) << status(d).dump();
+
+  // The operator releases it: the link reconnects and sends it again. This cloud still refuses
+  // it, so it is found and held again (after 3 more drops and 2 probes).
+  const auto released = run_command({canopy_cli_path().string(), "--root", d.root().string(), "cloud", "release-held"});
+  EXPECT_EQ(released.exit_code, 0) << released.output;
+  EXPECT_THAT(released.output, HasSubstr("Released 1 held message(s)"));
+  EXPECT_THAT(d.logs(), HasSubstr("released 1 held message(s) (topic=tele/p id="));
+  ASSERT_TRUE(wait_status(
+      d,
+      [connects](const nlohmann::json& s) {
+        return s["cloud"]["connects"].get<int>() >= connects + 3 && s["cloud"]["held"].size() == 1;
+      },
+      60s))
+      << status(d).dump();
+  EXPECT_EQ(status(d)["spool"]["queued"], 1);
 }
 
 // A cloud that stops answering without closing (a half-open connection): the keep-alive ping

@@ -99,6 +99,11 @@ class Link {
   /// the link takes the spool's commit feed (Spool::set_commit_feed), holding itself weakly there.
   void wake();
 
+  /// Forgets the messages the link held (see README, "A message the cloud will not take") and
+  /// reconnects, so that everything in the spool is sent again from the oldest; `done(n)` gets
+  /// how many were held (0: nothing to do, no reconnect), on the link's strand.
+  void release_held(std::function<void(std::size_t released)> done);
+
   /// QoS 0 without the spool: hands the message to the MQTT client now if connected and calls
   /// `done(true)`; `done(false)` (on the link's strand) when not connected or the message is
   /// larger than the cloud's Maximum Packet Size, so the caller can spool it instead.

@@ -57,6 +57,8 @@ struct IotCorePort {
                                       std::function<void(const std::string&)> on_refused)>
       subscribe;
   std::function<void(std::uint64_t)> unsubscribe;
+  /// Releases the messages the cloud link held; `done(n)` from any thread (canopy#ReleaseHeldMessages).
+  std::function<void(std::function<void(std::size_t)> done)> release_held;
 };
 
 /// A state a component reported with UpdateState.
