@@ -226,7 +226,7 @@ void add_status_commands(CLI::App& app, Globals& g, Action& action) {
       "release-held",
       "Send again the messages the cloud link held because the cloud closed the connection for them (canopy status "
       "lists them): the link reconnects and sends the spool from its oldest message. Use it once the cause (a policy, "
-      "a limit) is fixed; otherwise a restart of canopyd does the same");
+      "a limit) is fixed (a restart of canopyd releases them too)");
   release->add_flag("--json", g.json, "Print the answer as JSON");
   release->callback([&] { action = [&g] { return cmd_cloud_release_held(g); }; });
 
