@@ -445,6 +445,9 @@ TEST_F(IpcSdk, UnauthorizedCallsAreRejectedNamingOperationAndResource) {
                           step("status", {{"op", "rawCall"},
                                           {"operation", "canopy#GetStatus"},
                                           {"expectError", "UnauthorizedError"}}),
+                          step("release", {{"op", "rawCall"},
+                                           {"operation", "canopy#ReleaseHeldMessages"},
+                                           {"expectError", "UnauthorizedError"}}),
                           // The connection stays usable after a denied call.
                           step("allowed", {{"op", "publishToTopic"}, {"topic", "sensors/t1"}, {"json", 1}})}));
   EXPECT_EQ(outcome(pub.step("publish")),
@@ -454,6 +457,9 @@ TEST_F(IpcSdk, UnauthorizedCallsAreRejectedNamingOperationAndResource) {
   EXPECT_EQ(outcome(pub.step("status")),
             service_error("UnauthorizedError",
                           "com.example.Pub is not authorized to perform canopy#GetStatus: only the canopy CLI may"));
+  EXPECT_EQ(outcome(pub.step("release")),
+            service_error("UnauthorizedError", "com.example.Pub is not authorized to perform "
+                                               "canopy#ReleaseHeldMessages: only the canopy CLI may"));
   EXPECT_EQ(outcome(pub.step("allowed")), ok_response(json::object()));
 
   // com.example.Cfg has no accessControl at all.
