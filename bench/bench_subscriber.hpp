@@ -22,6 +22,15 @@ namespace bench {
 
 // What the subscriber saw on one topic. Written by libmosquitto's loop thread only; the main
 // thread reads the atomics while waiting and the rest after the wait.
+/// Disconnects, stops the network thread of and frees a libmosquitto client; null afterwards.
+inline void stop_client(mosquitto*& mosq) {
+  if (mosq == nullptr) return;
+  mosquitto_disconnect(mosq);
+  mosquitto_loop_stop(mosq, true);
+  mosquitto_destroy(mosq);
+  mosq = nullptr;
+}
+
 struct Run {
   std::string topic;
   std::int64_t count = 0;
@@ -125,13 +134,7 @@ struct Subscriber {
     lock.lock();
     return cv.wait_until(lock, until, [&] { return subscribed; });
   }
-  void stop() {
-    if (mosq == nullptr) return;
-    mosquitto_disconnect(mosq);
-    mosquitto_loop_stop(mosq, true);
-    mosquitto_destroy(mosq);
-    mosq = nullptr;
-  }
+  void stop() { stop_client(mosq); }
 };
 
 }  // namespace bench

@@ -107,13 +107,7 @@ struct Publisher {
     std::unique_lock lock(m);
     return cv.wait_for(lock, deadline, [&] { return outstanding == 0; });
   }
-  void stop() {
-    if (mosq == nullptr) return;
-    mosquitto_disconnect(mosq);
-    mosquitto_loop_stop(mosq, true);
-    mosquitto_destroy(mosq);
-    mosq = nullptr;
-  }
+  void stop() { bench::stop_client(mosq); }
 };
 
 double pct(std::vector<std::int64_t>& l, double p) {

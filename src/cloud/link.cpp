@@ -274,7 +274,6 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
   // Downlink.
   std::map<std::uint64_t, Subscription> subs;
   std::atomic<std::uint64_t> next_sub{1};
-  std::atomic<bool> wake_pending{false};
 
   // Status, read from any thread.
   mutable std::mutex status_mutex;
@@ -932,10 +931,11 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
       }
       auto& row = lane->ready.front();
       auto& m = row.message;
-      if (held.count(row.id) || (m.qos > 0 && !conn->qos1_ok)) {
+      const bool is_held = held.count(row.id) > 0;
+      if (is_held || (m.qos > 0 && !conn->qos1_ok)) {
         // Held (see kDropsBeforeProbing), or QoS 1 to a cloud that takes only QoS 0: it stays
         // in the spool and is not sent on this connection.
-        if (!held.count(row.id) && !conn->qos_warned) {
+        if (!is_held && !conn->qos_warned) {
           conn->qos_warned = true;
           log->warn("topic={} id={} not sent: the cloud accepts only QoS 0; this and the other QoS 1 messages stay in "
                     "the spool",
@@ -1007,7 +1007,7 @@ struct Link::Impl : std::enable_shared_from_this<Impl> {
 
   // A commit's rows from the spool's commit feed. While one lane walks the spool and has read
   // everything before these rows, it takes them as they are: no wake-up of the spool's thread
-  // and no read of rows just written. Otherwise the lanes fetch as after wake().
+  // and no read of rows just written. Otherwise a lane that had found the end looks again.
   void committed(std::int64_t newest_before, std::vector<spool::StoredMessage> rows) {
     const bool take = connected() && !stopping && !live_active && !backlog_blocked && !backlog.fetching &&
                       backlog.cursor == newest_before && backlog.ready.size() + rows.size() <= 2 * kPrefetch;
@@ -1128,7 +1128,7 @@ Link::~Link() {
 
 void Link::start() {
   auto impl = impl_;
-  // Committed rows come straight from the spool (see committed()); this replaces wake().
+  // Committed rows come straight from the spool (see committed()).
   std::weak_ptr<Impl> weak = impl;
   impl->spool.set_commit_feed([weak](std::int64_t newest_before, std::vector<spool::StoredMessage> rows) {
     if (auto s = weak.lock())
@@ -1238,17 +1238,6 @@ void Link::release_held(std::function<void(std::size_t)> done) {
       impl->close_connection(c);
     }
     done(n);
-  });
-}
-
-void Link::wake() {
-  // One wake-up in flight at most: a burst of commits (one call each) costs one pass of pump().
-  if (impl_->wake_pending.exchange(true)) return;
-  auto impl = impl_;
-  net::post(impl->strand, [impl] {
-    impl->wake_pending = false;
-    impl->woken();
-    impl->pump();
   });
 }
 

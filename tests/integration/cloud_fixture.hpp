@@ -61,6 +61,17 @@ inline std::string yaml(const CloudConfig& c) {
   return y;
 }
 
+/// canopyd's configuration for a cloud at 127.0.0.1:`port`, with the test PKI's client
+/// certificate and key as the device identity and its CA as the root.
+inline CloudConfig config_with(const TestPki& pki, int port) {
+  CloudConfig c;
+  c.port = port;
+  c.cert = pki.pair("client").crt;
+  c.key = pki.pair("client").key;
+  c.ca = pki.ca();
+  return c;
+}
+
 /// The test PKI and a TLS cloud broker requiring client certificates.
 struct CloudBroker {
   /// `extra_config`: more mosquitto.conf lines (e.g. "max_packet_size 2000\n").
@@ -75,14 +86,7 @@ struct CloudBroker {
   TestPki pki;
   Mosquitto broker;
 
-  CloudConfig config_for(int port) const {
-    CloudConfig c;
-    c.port = port;
-    c.cert = pki.pair("client").crt;
-    c.key = pki.pair("client").key;
-    c.ca = pki.ca();
-    return c;
-  }
+  CloudConfig config_for(int port) const { return config_with(pki, port); }
   /// A cloud-side client (its own identity: the same CA, a different client id).
   std::unique_ptr<MqttClient> client(const std::string& id) const {
     return std::make_unique<MqttClient>(MqttClient::Options{broker.port(), id, pki.ca(), pki.pair("client").crt,

@@ -250,11 +250,7 @@ TEST(CloudTls, RefusesAServerThatOffersOnlyTls11) {
   TempDir dir;
   TestPki pki(dir.path() / "pki");
   LegacyTlsServer legacy(pki, dir.path() / "legacy");
-  CloudConfig cfg;
-  cfg.port = legacy.port();
-  cfg.cert = pki.pair("client").crt;
-  cfg.key = pki.pair("client").key;
-  cfg.ca = pki.ca();
+  const auto cfg = config_with(pki, legacy.port());
   Canopyd d(dir.path(), with(cfg));
   ASSERT_TRUE(d.wait_ready());
   EXPECT_THAT(wait_error(d), HasSubstr("TLS"));
@@ -462,11 +458,7 @@ TEST(CloudMqtt, AServerThatDoesNotSpeakMqttIsNamedAndTheMessageWaits) {
                             dir.path() / "socat.log",
                             true});
   ASSERT_TRUE(wait_for_port(port, 10s)) << read_file(dir.path() / "socat.log");
-  CloudConfig cfg;
-  cfg.port = port;
-  cfg.cert = pki.pair("client").crt;
-  cfg.key = pki.pair("client").key;
-  cfg.ca = pki.ca();
+  const auto cfg = config_with(pki, port);
   Canopyd d(dir.path(), with(cfg));
   ASSERT_TRUE(d.wait_ready());
   auto c = ipc_connect(d);
@@ -485,11 +477,7 @@ TEST(CloudMqtt, ACloudThatRefusesTheConnectionIsNamedAndTheMessageWaits) {
   TempDir dir;
   TestPki pki(dir.path() / "pki");
   Mosquitto strict(dir.path() / "strict", Mosquitto::Options{.listener_config = "", .allow_anonymous = false, .tls = pki.broker_tls("server")});
-  CloudConfig cfg;
-  cfg.port = strict.port();
-  cfg.cert = pki.pair("client").crt;
-  cfg.key = pki.pair("client").key;
-  cfg.ca = pki.ca();
+  const auto cfg = config_with(pki, strict.port());
   Canopyd d(dir.path(), with(cfg));
   ASSERT_TRUE(d.wait_ready());
   auto c = ipc_connect(d);

@@ -89,15 +89,12 @@ class Link {
   Link(const Link&) = delete;
   Link& operator=(const Link&) = delete;
 
-  /// Starts the connect loop (or stays `disabled` without an endpoint).
+  /// Starts the connect loop (or stays `disabled` without an endpoint) and takes the spool's
+  /// commit feed (Spool::set_commit_feed) for new rows, holding itself only weakly there.
   void start();
   /// Disconnects cleanly (DISCONNECT, then closes), gives up on in-flight publishes (they stay
   /// in the spool), and calls `done` on the link's strand; within `deadline`.
   void stop(std::chrono::milliseconds deadline, std::function<void()> done);
-
-  /// New rows were committed to the spool: send them if connected. Not needed after start():
-  /// the link takes the spool's commit feed (Spool::set_commit_feed), holding itself weakly there.
-  void wake();
 
   /// Forgets the messages the link held (see README, "A message the cloud will not take") and
   /// reconnects, so that everything in the spool is sent again from the oldest; `done(n)` gets
